@@ -1,0 +1,375 @@
+#!/usr/bin/env python
+"""Question 1: self-attention complexity and the McLaurin feature-map approximation of softmax.
+
+Every written claim of report/q1 is checked here on numbers:
+  Q1.1  softmax(QK^T)V costs O(L^2 D): timed over L, log-log slope ~ 2, exact multiply-adds.
+  Q1.2  phi(q)^T phi(k) = sum_{n<K} (q^T k)^n / n! for two feature maps (tensor powers and
+        weighted monomials), for many (D, K), to float64 precision; their lengths M.
+  Q1.3  D^{-1} Phi(Q) Phi(K)^T V equals attention with truncated-series weights; its distance
+        to softmax attention as the scores grow.
+  Q1.4  Phi(Q) (Phi(K)^T V) / Phi(Q) (Phi(K)^T 1) costs O(L M D): timed over L (slope ~ 1),
+        crossover with softmax attention, cost against M and D.
+Writes report/results/q1.json and plots/q1-*.{png,pdf}.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from functools import lru_cache
+from itertools import combinations_with_replacement
+from typing import Callable
+
+import numpy as np
+import torch
+
+from utils import (REPO_DIR, Timer, add_common_args, configure_seed, plot_lines,
+                   set_output_root, write_results)
+
+Tensor = torch.Tensor
+
+
+# ---------------------------------------------------------------------------------------------
+# The maths
+# ---------------------------------------------------------------------------------------------
+def truncated_exp(t: Tensor, n_terms: int) -> Tensor:
+    """McLaurin series of exp with `n_terms` terms: sum_{n<K} t^n / n!."""
+    total, term = torch.ones_like(t), torch.ones_like(t)
+    for n in range(1, n_terms):
+        term = term * t / n
+        total = total + term
+    return total
+
+
+def tensor_power_dim(d: int, n_terms: int) -> int:
+    """Length of the tensor-power map: sum_{n<K} D^n (1 + D + D^2 for K = 3)."""
+    return sum(d ** n for n in range(n_terms))
+
+
+def monomial_dim(d: int, n_terms: int) -> int:
+    """Length of the monomial map: number of monomials of degree < K in D variables,
+    C(D + K - 1, K - 1) (1 + D + D(D+1)/2 for K = 3)."""
+    return math.comb(d + n_terms - 1, n_terms - 1)
+
+
+def tensor_power_features(x: Tensor, n_terms: int) -> Tensor:
+    """phi(x) = [x^{(x)n} / sqrt(n!)]_{n<K}, flattened: (L, D) -> (L, sum_n D^n).
+
+    Because <x^{(x)n}, y^{(x)n}> = (x^T y)^n, phi(x)^T phi(y) is the truncated series.
+    """
+    power = torch.ones(x.shape[0], 1, dtype=x.dtype)
+    blocks = [power]
+    for n in range(1, n_terms):
+        power = (power[:, :, None] * x[:, None, :]).reshape(x.shape[0], -1)
+        blocks.append(power / math.sqrt(math.factorial(n)))
+    return torch.cat(blocks, dim=1)
+
+
+@lru_cache(maxsize=None)
+def _monomials(d: int, degree: int) -> tuple[Tensor, Tensor]:
+    """Index tuples of the degree-n monomials in d variables and their weights 1/sqrt(alpha!)."""
+    combos = torch.tensor(list(combinations_with_replacement(range(d), degree)),
+                          dtype=torch.long).reshape(-1, degree)
+    counts = (combos[:, :, None] == torch.arange(d)).sum(dim=1)  # multi-index alpha
+    log_alpha_factorial = torch.lgamma(counts.double() + 1).sum(dim=1)
+    return combos, torch.exp(-0.5 * log_alpha_factorial)
+
+
+def monomial_features(x: Tensor, n_terms: int) -> Tensor:
+    """phi(x) = [x^alpha / sqrt(alpha!)]_{|alpha|<K}: (L, D) -> (L, C(D+K-1, K-1)).
+
+    Multinomial theorem: (x^T y)^n / n! = sum_{|alpha|=n} x^alpha y^alpha / alpha!, so this
+    compact map has the same inner products as the tensor-power map without repeating
+    x_i x_j and x_j x_i.
+    """
+    blocks = [torch.ones(x.shape[0], 1, dtype=x.dtype)]
+    for degree in range(1, n_terms):
+        combos, weights = _monomials(x.shape[1], degree)
+        blocks.append(x[:, combos].prod(dim=2) * weights.to(x.dtype))
+    return torch.cat(blocks, dim=1)
+
+
+FEATURE_MAPS: dict[str, tuple[Callable[[Tensor, int], Tensor], Callable[[int, int], int]]] = {
+    "tensor": (tensor_power_features, tensor_power_dim),
+    "compact": (monomial_features, monomial_dim),
+}
+
+
+def softmax_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Z = Softmax(Q K^T) V, row-wise softmax (the statement has no 1/sqrt(D))."""
+    return torch.softmax(q @ k.T, dim=-1) @ v
+
+
+def series_attention(q: Tensor, k: Tensor, v: Tensor, n_terms: int) -> Tensor:
+    """Row-normalised attention whose weights are the truncated series of Q K^T."""
+    weights = truncated_exp(q @ k.T, n_terms)
+    return weights @ v / weights.sum(dim=1, keepdim=True)
+
+
+def quadratic_feature_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor) -> Tensor:
+    """D^{-1} Phi(Q) Phi(K)^T V with D = Diag(Phi(Q) Phi(K)^T 1_L): O(L^2 M)."""
+    scores = phi_q @ phi_k.T
+    return scores @ v / scores.sum(dim=1, keepdim=True)
+
+
+def linear_feature_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor) -> Tensor:
+    """The same as `quadratic_feature_attention`, associated the other way: O(L M D).
+
+    Phi(K)^T V (M x D) and Phi(K)^T 1_L (M) are computed once; each query then costs O(M D).
+    """
+    kv = phi_k.T @ v
+    normaliser = phi_q @ phi_k.sum(dim=0)
+    return phi_q @ kv / normaliser[:, None]
+
+
+def softmax_attention_macs(length: int, d: int) -> int:
+    """Multiply-adds of Softmax(QK^T)V: L^2 D for QK^T, L^2 D for the product with V
+    (the L^2 exponentials, sums and divisions of the softmax come on top)."""
+    return 2 * length * length * d
+
+
+def linear_attention_macs(length: int, m: int, d: int) -> int:
+    """Multiply-adds of Phi(Q)(Phi(K)^T V) / Phi(Q)(Phi(K)^T 1): 2 L M D for the two products
+    with V's columns, 2 L M for the normaliser (building Phi is O(L M) on top)."""
+    return 2 * length * m * d + 2 * length * m
+
+
+def fit_loglog_slope(xs, ys) -> tuple[float, float]:
+    """Least-squares line through (log x, log y): returns (slope, intercept)."""
+    slope, intercept = np.polyfit(np.log(np.asarray(xs, float)), np.log(np.asarray(ys, float)), 1)
+    return float(slope), float(intercept)
+
+
+def crossover_length(lengths, t_quadratic, t_linear) -> tuple[float | None, str]:
+    """First L where the linear form is at least as fast, interpolated in log-log between the
+    two grid points around the sign change of log(t_lin / t_quad); None if it never is."""
+    log_ratio = np.log(np.asarray(t_linear) / np.asarray(t_quadratic))
+    log_l = np.log(np.asarray(lengths, float))
+    if log_ratio[0] <= 0:
+        return float(lengths[0]), f"linear already faster at the smallest L ({lengths[0]})"
+    for i in range(1, len(lengths)):
+        if log_ratio[i] <= 0:
+            frac = log_ratio[i - 1] / (log_ratio[i - 1] - log_ratio[i])
+            return float(np.exp(log_l[i - 1] + frac * (log_l[i] - log_l[i - 1]))), \
+                "log-log interpolation between measured grid points"
+    return None, "no crossover within the measured lengths"
+
+
+def best_time(fn: Callable[[], object], repeats: int) -> float:
+    """Minimum wall time of `repeats` calls after one warm-up (the least noisy estimator)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+# ---------------------------------------------------------------------------------------------
+# The experiments
+# ---------------------------------------------------------------------------------------------
+def check_feature_maps(cases: list[tuple[int, int]], n_pairs: int) -> list[dict]:
+    """Q1.2: both maps reproduce the truncated series and have the stated lengths."""
+    rows = []
+    for d, n_terms in cases:
+        q = torch.randn(n_pairs, d, dtype=torch.float64) / d ** 0.25
+        k = torch.randn(n_pairs, d, dtype=torch.float64) / d ** 0.25
+        target = truncated_exp((q * k).sum(dim=1), n_terms)
+        row = {"D": d, "K": n_terms}
+        errors = []
+        for kind, (features, dim_formula) in FEATURE_MAPS.items():
+            phi_q, phi_k = features(q, n_terms), features(k, n_terms)
+            row[f"M_{kind}"] = phi_q.shape[1]
+            row[f"M_{kind}_formula"] = dim_formula(d, n_terms)
+            errors.append((phi_q * phi_k).sum(dim=1).sub(target).abs().max().item())
+            row[f"max_abs_err_{kind}"] = errors[-1]
+        row["max_abs_err"] = max(errors)
+        rows.append(row)
+    return rows
+
+
+def exp_truncation_curves(term_counts: list[int]) -> dict:
+    """Q1.2 figure: exp(t) against its truncations; where each truncation stays positive.
+
+    A truncation with an even top degree (K odd) is positive for every t (its minimum is at
+    the root of the previous odd truncation, where it equals the last term t^{K-1}/(K-1)! > 0);
+    an odd top degree (K even) goes to -inf as t -> -inf, so the normaliser can vanish.
+    """
+    t = torch.linspace(-6, 3, 361, dtype=torch.float64)
+    wide = torch.linspace(-50, 50, 20001, dtype=torch.float64)
+    curves = {"exp(t)": (t.tolist(), torch.exp(t).tolist())}
+    positivity = []
+    for n_terms in term_counts:
+        curves[f"K={n_terms}"] = (t.tolist(), truncated_exp(t, n_terms).tolist())
+        minimum = truncated_exp(wide, n_terms).min().item()
+        positivity.append({"K": n_terms, "top_degree": n_terms - 1,
+                           "min_on_t_in_-50_50": minimum, "positive_everywhere": minimum > 0})
+    plot_lines("q1-exp-approximation", curves, "t", "value",
+               title="exp(t) and its McLaurin truncations (K terms)")
+    return {"positivity": positivity}
+
+
+def check_attention_identities(length: int, d: int, n_terms: int) -> dict:
+    """Q1.3 / Q1.4: the three ways of writing the approximation agree to float64 precision."""
+    q, k, v = (torch.randn(length, d, dtype=torch.float64) / d ** 0.25 for _ in range(3))
+    series = series_attention(q, k, v, n_terms)
+    out = {"L": length, "D": d, "K": n_terms}
+    for kind, (features, _) in FEATURE_MAPS.items():
+        phi_q, phi_k = features(q, n_terms), features(k, n_terms)
+        quadratic = quadratic_feature_attention(phi_q, phi_k, v)
+        linear = linear_feature_attention(phi_q, phi_k, v)
+        out[f"quadratic_vs_series_max_abs_err_{kind}"] = (quadratic - series).abs().max().item()
+        out[f"linear_vs_quadratic_max_abs_err_{kind}"] = (linear - quadratic).abs().max().item()
+    out["softmax_vs_series_max_abs_err"] = (softmax_attention(q, k, v) - series).abs().max().item()
+    return out
+
+
+def error_against_scale(length: int, d: int, term_counts: list[int], scales: np.ndarray) -> dict:
+    """Q1.3 figure: how far the approximation is from softmax attention as |q^T k| grows."""
+    base = [torch.randn(length, d, dtype=torch.float64) for _ in range(3)]
+    errors = {n: [] for n in term_counts}
+    negative = {n: [] for n in term_counts}
+    for scale in scales:
+        # q^T k has standard deviation `scale` for these inputs.
+        q, k = (x * math.sqrt(scale) / d ** 0.25 for x in base[:2])
+        exact = softmax_attention(q, k, base[2])
+        for n_terms in term_counts:
+            approx = series_attention(q, k, base[2], n_terms)
+            errors[n_terms].append((approx - exact).abs().max().item())
+            negative[n_terms].append((truncated_exp(q @ k.T, n_terms) < 0).double().mean().item())
+    plot_lines("q1-approx-error-vs-scale",
+               {f"K={n}": (scales.tolist(), errors[n]) for n in term_counts},
+               "std of q^T k", "max |Z_approx - Z_softmax|", logx=True, logy=True, marker="o",
+               title=f"Truncated-series attention vs softmax (L={length}, D={d})")
+    return {"L": length, "D": d, "scales": scales.tolist(),
+            "max_abs_err": {str(n): errors[n] for n in term_counts},
+            "fraction_negative_weights": {str(n): negative[n] for n in term_counts}}
+
+
+def time_over_length(lengths: list[int], d: int, n_terms: int, repeats: int) -> dict:
+    """Q1.1 and Q1.4: softmax attention vs the linear form (compact map) over L, float32."""
+    m = monomial_dim(d, n_terms)
+    t_soft, t_lin = [], []
+    for length in lengths:
+        q, k, v = (torch.randn(length, d) / d ** 0.25 for _ in range(3))
+        t_soft.append(best_time(lambda: softmax_attention(q, k, v), repeats))
+        t_lin.append(best_time(lambda: linear_feature_attention(
+            monomial_features(q, n_terms), monomial_features(k, n_terms), v), repeats))
+    fit_from = lengths.index(min(lengths, key=lambda l: abs(l - 1024))) if len(lengths) > 4 else 0
+    slope_soft, _ = fit_loglog_slope(lengths[fit_from:], t_soft[fit_from:])
+    slope_lin, _ = fit_loglog_slope(lengths[fit_from:], t_lin[fit_from:])
+    crossover, how = crossover_length(lengths, t_soft, t_lin)
+    plot_lines("q1-time-vs-length",
+               {"softmax attention  O(L^2 D)": (lengths, t_soft),
+                f"linear form, compact map (M={m})  O(L M D)": (lengths, t_lin)},
+               "sequence length L", "seconds (best of repeats)", logx=True, logy=True, marker="o",
+               title=f"Attention time on CPU, D={d}, K={n_terms}")
+    return {
+        "D": d, "K": n_terms, "M": m, "lengths": lengths, "repeats": repeats,
+        "seconds_softmax": t_soft, "seconds_linear": t_lin,
+        "slope_fit_lengths": lengths[fit_from:],
+        "slope_softmax": slope_soft, "slope_linear": slope_lin,
+        "crossover_L": crossover, "crossover_method": how,
+        # By multiply-add count the two meet where 2 L^2 D = 2 L M (D + 1), i.e. L = M (D+1)/D.
+        "crossover_L_by_macs": m * (d + 1) / d,
+        "macs_softmax": [softmax_attention_macs(l, d) for l in lengths],
+        "macs_linear": [linear_attention_macs(l, m, d) for l in lengths],
+    }
+
+
+def time_over_feature_size(length: int, configs: list[tuple[int, int]], repeats: int) -> dict:
+    """Q1.4: at fixed L the linear form costs O(L M D); time it for several (D, K)."""
+    rows = []
+    for d, n_terms in configs:
+        q, k, v = (torch.randn(length, d) / d ** 0.25 for _ in range(3))
+        phi_q, phi_k = monomial_features(q, n_terms), monomial_features(k, n_terms)
+        seconds = best_time(lambda: linear_feature_attention(phi_q, phi_k, v), repeats)
+        m = monomial_dim(d, n_terms)
+        rows.append({"D": d, "K": n_terms, "M": m, "M_times_D": m * d, "seconds": seconds,
+                     "macs": linear_attention_macs(length, m, d)})
+    slope, _ = fit_loglog_slope([r["M_times_D"] for r in rows], [r["seconds"] for r in rows])
+    by_k = {}
+    for r in rows:
+        by_k.setdefault(r["K"], ([], []))
+        by_k[r["K"]][0].append(r["M_times_D"])
+        by_k[r["K"]][1].append(r["seconds"])
+    plot_lines("q1-linear-cost-vs-MD", {f"K={k} (D varies)": xy for k, xy in sorted(by_k.items())},
+               "M x D", "seconds (best of repeats)", logx=True, logy=True, marker="o",
+               title=f"Linear form at L={length}: cost grows with M D")
+    return {"L": length, "rows": rows, "slope_vs_MD": slope}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Question 1: attention complexity and the McLaurin feature-map "
+                    "approximation of softmax, each claim checked numerically.")
+    add_common_args(parser, data=False)
+    parser.add_argument("-D", type=int, default=32,
+                        help="hidden size used for the timings (default: %(default)s)")
+    parser.add_argument("-K", type=int, default=3,
+                        help="McLaurin terms used for the timings (default: %(default)s, "
+                             "as in the statement)")
+    parser.add_argument("-repeats", type=int, default=5,
+                        help="timing repeats, the best is kept (default: %(default)s)")
+    parser.add_argument("--quick", "-quick", action="store_true",
+                        help="small sizes for a smoke run (under 20 s); timings less reliable; "
+                             "writes under quick_runs/ unless -out_dir is given")
+    args = parser.parse_args(argv)
+    if args.D < 1 or args.K < 2 or args.repeats < 1:
+        parser.error("need -D >= 1, -K >= 2 and -repeats >= 1")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    configure_seed(args.seed)
+    if args.out_dir or args.quick:
+        set_output_root(args.out_dir or REPO_DIR / "quick_runs")
+    with Timer() as wall:
+        if args.quick:
+            lengths, repeats, feature_len = [128, 256, 512, 1024, 2048], min(args.repeats, 2), 512
+            size_configs = [(8, 3), (16, 3), (32, 3), (8, 2), (16, 2), (8, 4)]
+        else:
+            lengths = [256, 512, 1024, 2048, 4096, 8192]
+            repeats, feature_len = args.repeats, 16384
+            size_configs = [(8, 3), (16, 3), (32, 3), (64, 3), (8, 2), (16, 2), (32, 2),
+                            (64, 2), (8, 4), (16, 4)]
+        cases = [(1, 3), (2, 2), (2, 3), (3, 3), (4, 3), (8, 3), (16, 3), (3, 4), (5, 4),
+                 (8, 4), (2, 5), (4, 5), (3, 6)]
+        feature_map = check_feature_maps(cases, n_pairs=200)
+        print(f"Q1.2 feature maps: worst |phi(q)^T phi(k) - series| = "
+              f"{max(r['max_abs_err'] for r in feature_map):.2e} over {len(cases)} (D, K)")
+        exp_fit = exp_truncation_curves([2, 3, 4, 5, 6])
+        identities = check_attention_identities(length=64, d=8, n_terms=3)
+        print(f"Q1.3 D^-1 Phi Phi^T V vs series attention: "
+              f"{identities['quadratic_vs_series_max_abs_err_compact']:.2e}")
+        scale = error_against_scale(64, 16, [2, 3, 4, 5], np.logspace(-2, 1, 13))
+        timing = time_over_length(lengths, args.D, args.K, repeats)
+        print(f"Q1.1 softmax slope {timing['slope_softmax']:.2f}; Q1.4 linear slope "
+              f"{timing['slope_linear']:.2f}; crossover L ~ {timing['crossover_L']}")
+        feature_cost = time_over_feature_size(feature_len, size_configs, repeats)
+        print(f"Q1.4 linear-form time vs M*D: slope {feature_cost['slope_vs_MD']:.2f}")
+    results = {
+        "slope_softmax": timing["slope_softmax"],
+        "slope_linear": timing["slope_linear"],
+        "crossover_L": timing["crossover_L"],
+        "linear_vs_quadratic_max_abs_err": max(
+            identities["linear_vs_quadratic_max_abs_err_tensor"],
+            identities["linear_vs_quadratic_max_abs_err_compact"]),
+        "feature_map": feature_map,
+        "exp_truncation": exp_fit,
+        "identities": identities,
+        "error_vs_scale": scale,
+        "timing_vs_length": timing,
+        "timing_vs_feature_size": feature_cost,
+        "quick": args.quick,
+    }
+    path = write_results("q1", results, config=vars(args),
+                         seed=args.seed, data="random Gaussian matrices (no data set)",
+                         wall_time_s=wall.seconds)
+    print(f"wrote {path} ({wall.seconds:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+#!/usr/bin/env python
+"""Build report/report.md from the templates in report/src/ and the results files.
+
+Templates are Markdown with two kinds of placeholders, filled from report/results/*.json:
+  {{ q1.results.slope_softmax :.2f }}   a value: results file `q1.json`, then a dotted path
+                                        (list items by index), then an optional format spec;
+  {{ table q1_feature_map }}            a table made by one of the TABLES functions below.
+A missing results file, key or table stops the build with an error naming it, so the report
+can never show a number that no run produced. The output is deterministic: building twice
+from the same results gives the same bytes.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+REPORT_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = REPORT_DIR / "results"
+SECTIONS = ["header.md", "q1.md"]
+OUTPUT = REPORT_DIR / "report.md"
+
+PLACEHOLDER = re.compile(r"\{\{\s*(table\s+)?([\w\-]+)((?:\.[\w\-]+)*)\s*(?::\s*([^}]*?))?\s*\}\}")
+
+
+class BuildError(Exception):
+    pass
+
+
+class Results:
+    """Lazy access to report/results/<name>.json, failing loudly on anything missing."""
+
+    def __init__(self, results_dir: Path):
+        self.dir = results_dir
+        self._cache: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._cache:
+            path = self.dir / f"{name}.json"
+            if not path.exists():
+                raise BuildError(f"missing results file {path}; run the script that writes it")
+            self._cache[name] = json.loads(path.read_text())
+        return self._cache[name]
+
+    def get(self, name: str, dotted: str) -> Any:
+        value = self[name]
+        for key in filter(None, dotted.split(".")):
+            try:
+                value = value[int(key)] if isinstance(value, list) else value[key]
+            except (KeyError, IndexError, ValueError, TypeError):
+                raise BuildError(f"{name}.json has no '{dotted.lstrip('.')}'") from None
+        return value
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def table_q1_feature_map(res: Results) -> str:
+    rows = [[r["D"], r["K"], r["M_tensor"], r["M_tensor_formula"], r["M_compact"],
+             r["M_compact_formula"], f"{r['max_abs_err']:.1e}"]
+            for r in res.get("q1", "results.feature_map")]
+    return markdown_table(["D", "K", "M tensor (measured)", "sum D^n", "M compact (measured)",
+                           "C(D+K-1, K-1)", "max abs error vs series"], rows)
+
+
+def table_q1_timing(res: Results) -> str:
+    t = res.get("q1", "results.timing_vs_length")
+    rows = [[l, f"{s * 1e3:.2f}", f"{n * 1e3:.2f}", f"{s / n:.2f}", f"{ms / 1e6:.1f}",
+             f"{ml / 1e6:.1f}"]
+            for l, s, n, ms, ml in zip(t["lengths"], t["seconds_softmax"], t["seconds_linear"],
+                                       t["macs_softmax"], t["macs_linear"])]
+    return markdown_table(["L", "softmax (ms)", "linear form (ms)", "softmax / linear",
+                           "softmax MMACs", "linear MMACs"], rows)
+
+
+def table_q1_feature_cost(res: Results) -> str:
+    t = res.get("q1", "results.timing_vs_feature_size")
+    rows = [[r["D"], r["K"], r["M"], r["M_times_D"], f"{r['seconds'] * 1e3:.2f}",
+             f"{r['macs'] / 1e6:.1f}"] for r in t["rows"]]
+    return markdown_table(["D", "K", "M", "M x D", "time (ms)", "MMACs"], rows)
+
+
+def table_q1_positivity(res: Results) -> str:
+    rows = [[r["K"], r["top_degree"], f"{r['min_on_t_in_-50_50']:.4g}",
+             "yes" if r["positive_everywhere"] else "no"]
+            for r in res.get("q1", "results.exp_truncation.positivity")]
+    return markdown_table(["K", "top degree", "min over t in [-50, 50]", "positive for all t"],
+                          rows)
+
+
+TABLES: dict[str, Callable[[Results], str]] = {
+    name.removeprefix("table_"): fn for name, fn in globals().items() if name.startswith("table_")
+}
+
+
+def render(text: str, res: Results) -> str:
+    def substitute(match: re.Match) -> str:
+        is_table, name, dotted, spec = match.groups()
+        if is_table:
+            if name not in TABLES:
+                raise BuildError(f"unknown table '{name}'")
+            return TABLES[name](res)
+        value = res.get(name, dotted)
+        return format(value, spec) if spec else str(value)
+    return PLACEHOLDER.sub(substitute, text)
+
+
+def build(results_dir: Path = RESULTS_DIR, output: Path = OUTPUT) -> Path:
+    res = Results(results_dir)
+    parts = [render((REPORT_DIR / "src" / name).read_text(), res) for name in SECTIONS]
+    output.write_text("\n\n".join(p.strip() for p in parts) + "\n")
+    return output
+
+
+def main() -> None:
+    try:
+        path = build()
+    except BuildError as err:
+        sys.exit(f"error: {err}")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

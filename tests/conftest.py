@@ -1,0 +1,48 @@
+"""Shared test set-up: import the hyphenated scripts, and find the offline data.
+
+The offline data are reached through the scripts' own rule (`utils.resolve_data_dir`):
+HW2_DATA_DIR if set, which defaults here to ../shared/data, the workplace's data folder
+beside the clone. Tests that need a file there skip, with the reason, when it is absent.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HW2_DATA_DIR", str(REPO.parent / "shared" / "data"))
+
+import utils  # noqa: E402
+
+
+def load_script(filename: str) -> ModuleType:
+    """Import a top-level script such as `hw2-q1.py` as a module (its main does not run)."""
+    name = filename.removesuffix(".py").replace("-", "_")
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / filename)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def shared_file(relative: str) -> Path:
+    """A file of the offline data folder, or skip the test saying what is missing."""
+    path = utils.resolve_data_dir(None) / relative
+    if not path.exists():
+        pytest.skip(f"offline data not found: {path} (set {utils.DATA_DIR_ENV})")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _outputs_in_tmp(tmp_path, monkeypatch):
+    """No test writes figures or results files into the repository."""
+    monkeypatch.setattr(utils, "PLOTS_DIR", tmp_path / "plots")
+    monkeypatch.setattr(utils, "RESULTS_DIR", tmp_path / "report" / "results")

@@ -1,0 +1,208 @@
+"""Small helpers shared by the homework scripts: seeding, the data-directory rule,
+one-line errors, figures and results files.
+
+Every script resolves its data folder the same way (`resolve_data_dir`), writes figures
+through `plot_lines` (PNG + PDF, legend drawn *before* saving, unlike the handed-out
+helper) and records its numbers with `write_results`, which stores the configuration,
+seed, library versions, data description and wall time next to them so that every number
+in `report/` can be traced to the run that produced it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+REPO_DIR = Path(__file__).resolve().parent
+DATA_DIR_ENV = "HW2_DATA_DIR"
+# Where figures and results files go; `set_output_root` moves both (tests, smoke runs).
+PLOTS_DIR = REPO_DIR / "plots"
+RESULTS_DIR = REPO_DIR / "report" / "results"
+
+
+def set_output_root(root: str | os.PathLike) -> None:
+    """Send figures to <root>/plots and results files to <root>/report/results."""
+    global PLOTS_DIR, RESULTS_DIR
+    PLOTS_DIR = Path(root) / "plots"
+    RESULTS_DIR = Path(root) / "report" / "results"
+
+
+def configure_seed(seed: int) -> None:
+    """Seed every RNG the scripts use, and make PyTorch deterministic where it can be."""
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def fail(message: str) -> SystemExit:
+    """Return the exception that ends a script with one clear line and exit status 1.
+
+    Usage: `raise fail("...")`; raising keeps the control flow visible at the call site.
+    """
+    return SystemExit(f"error: {message}")
+
+
+def resolve_data_dir(flag_value: str | os.PathLike | None = None) -> Path:
+    """The data-directory rule shared by every script and the tests:
+    the `-data_dir` flag, else the HW2_DATA_DIR environment variable, else ./data."""
+    if flag_value:
+        return Path(flag_value)
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV])
+    return Path("data")
+
+
+def add_common_args(parser, seed: int = 42, data: bool = True) -> None:
+    """Add the flags every script shares: -seed, -out_dir and (if it reads data) -data_dir."""
+    if data:
+        parser.add_argument(
+            "-data_dir", default=None,
+            help=f"folder holding the data sets (default: ${DATA_DIR_ENV}, else ./data)")
+    parser.add_argument("-seed", type=int, default=seed, help="random seed (default: %(default)s)")
+    parser.add_argument(
+        "-out_dir", default=None,
+        help="write plots/ and report/results/ under this folder instead of the repository")
+
+
+Curve = tuple[Sequence[float], Sequence[float]]
+
+
+def plot_lines(name: str, curves: Mapping[str, Curve], xlabel: str, ylabel: str, *,
+               title: str | None = None, logx: bool = False, logy: bool = False,
+               marker: str | None = None, plots_dir: Path | None = None) -> list[Path]:
+    """Draw one line per (label -> (xs, ys)) and save `<plots_dir>/<name>.png` and `.pdf`.
+
+    The legend is added before saving (the handed-out `_create_plot` saved first, so its
+    PDFs had no legend). Returns the paths written.
+    """
+    import matplotlib
+    import matplotlib.ticker
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(plots_dir) if plots_dir is not None else PLOTS_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (xs, ys) in curves.items():
+        ax.plot(xs, ys, label=label, marker=marker)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logx:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no overlapping labels
+    if logy:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    paths = [out_dir / f"{name}.{ext}" for ext in ("png", "pdf")]
+    for path in paths:
+        # Fixed metadata keeps re-runs byte-identical where the numbers are.
+        meta = {"Software": None} if path.suffix == ".png" else {"CreationDate": None}
+        fig.savefig(path, bbox_inches="tight", dpi=120, metadata=meta)
+    plt.close(fig)
+    return paths
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a result depends on (those that are installed)."""
+    import importlib.metadata as md
+    versions = {"python": platform.python_version()}
+    for pkg in ("torch", "torchaudio", "numpy", "matplotlib", "medmnist", "soundfile",
+                "jiwer", "textdistance"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return versions
+
+
+def machine_description() -> dict[str, Any]:
+    """Where a timing was measured: CPU model, core count, torch threads, accelerator."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "platform": platform.platform(),
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    """Convert numpy / torch scalars and arrays (and Paths) into plain JSON values."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_results(name: str, results: Mapping[str, Any], *, config: Mapping[str, Any],
+                  seed: int, data: Any, wall_time_s: float,
+                  results_dir: Path | None = None) -> Path:
+    """Write `report/results/<name>.json`: the numbers and everything needed to trace them.
+
+    `config` is the command-line configuration (e.g. `vars(args)`), `data` says which data
+    the numbers were obtained on (a string or a dict; synthetic data must say so).
+    """
+    out_dir = Path(results_dir) if results_dir is not None else RESULTS_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = {
+        "name": name,
+        "command": "python " + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "config": dict(config),
+        "seed": seed,
+        "data": data,
+        "versions": library_versions(),
+        "machine": machine_description(),
+        "wall_time_s": round(float(wall_time_s), 3),
+        "results": dict(results),
+    }
+    path = out_dir / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_jsonable(record), indent=2, allow_nan=False) + "\n")
+    tmp.replace(path)  # atomic: an interrupted run never leaves half a results file
+    return path
+
+
+class Timer:
+    """`with Timer() as t: ...; t.seconds` — wall time of a block."""
+
+    def __enter__(self) -> "Timer":
+        self._start = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self._start
