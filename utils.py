@@ -93,8 +93,6 @@ def plot_lines(name: str, curves: Mapping[str, Curve], xlabel: str, ylabel: str,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out_dir = Path(plots_dir) if plots_dir is not None else PLOTS_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, (xs, ys) in curves.items():
         ax.plot(xs, ys, label=label, marker=marker)
@@ -109,6 +107,15 @@ def plot_lines(name: str, curves: Mapping[str, Curve], xlabel: str, ylabel: str,
         ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend()
+    return save_figure(fig, name, plots_dir)
+
+
+def save_figure(fig, name: str, plots_dir: Path | None = None) -> list[Path]:
+    """Save a matplotlib figure as <plots_dir>/<name>.png and .pdf, then close it."""
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(plots_dir) if plots_dir is not None else PLOTS_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     paths = [out_dir / f"{name}.{ext}" for ext in ("png", "pdf")]
     for path in paths:
@@ -162,9 +169,11 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return _jsonable(value.tolist())
     if isinstance(value, np.generic):
-        return value.item()
+        return _jsonable(value.item())
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, float) and not np.isfinite(value):
+        return None  # JSON has no NaN / inf: a diverged run's losses are recorded as null
     return value
 
 
@@ -206,3 +215,37 @@ class Timer:
 
     def __exit__(self, *exc) -> None:
         self.seconds = time.perf_counter() - self._start
+
+
+# ---------------------------------------------------------------------------------------------
+# Question 2 data (as handed out: flattened images / 256, the 529-image default test subset)
+# ---------------------------------------------------------------------------------------------
+OCT_TEST_SUBSET = (182, 55, 42, 250)  # first images of classes 0..3 kept by eq_test_dist=False
+
+
+def load_oct_data(data_dir: str | os.PathLike | None = None, bias: bool = False,
+                  eq_test_dist: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Load <data_dir>/octmnist.npz like the handed-out loader: images flattened to (N, 784)
+    and divided by 256, labels 1-D. Unless `eq_test_dist`, "test" is the handed-out
+    class-imbalanced 529-image subset; "test_full" is always the whole test split."""
+    path = resolve_data_dir(data_dir) / "octmnist.npz"
+    if not path.exists():
+        raise fail(f"{path} not found: run python download_octmnist.py "
+                   "(offline: --synthetic or --source PATH)")
+    try:
+        with np.load(path) as data:
+            split = {name: (data[f"{key}_images"].reshape(len(data[f"{key}_images"]), -1) / 256,
+                            data[f"{key}_labels"].squeeze(-1))
+                     for name, key in (("train", "train"), ("dev", "val"), ("test_full", "test"))}
+    except Exception as err:
+        raise fail(f"{path}: not a valid OCTMNIST file ({type(err).__name__}: {err})") from None
+    if bias:
+        split = {k: (np.hstack([x, np.ones((len(x), 1))]), y) for k, (x, y) in split.items()}
+    test_x, test_y = split["test_full"]
+    if eq_test_dist:
+        split["test"] = split["test_full"]
+    else:
+        keep = np.concatenate([np.flatnonzero(test_y == c)[:n]
+                               for c, n in enumerate(OCT_TEST_SUBSET)])
+        split["test"] = (test_x[keep], test_y[keep])
+    return split

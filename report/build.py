@@ -93,6 +93,29 @@ def table_q1_positivity(res: Results) -> str:
                           rows)
 
 
+def table_q2_runs(res: Results) -> str:
+    def pct(v):
+        return "diverged" if v is None else f"{100 * v:.1f}"
+    rows = []
+    for r in res.get("q2", "results.runs"):
+        rows.append(["no max-pool (Q2.2)" if r["no_maxpool"] else "max-pool (Q2.1)",
+                     r["learning_rate"], pct(r["val_acc"][-1]), pct(max(r["val_acc"])),
+                     pct(r["test_acc"]), pct(r["test_acc_full"]),
+                     "-" if r["real_80_acc"] is None else pct(r["real_80_acc"]),
+                     "-" if r["train_loss"][-1] is None else f"{r['train_loss'][-1]:.3f}"])
+    return markdown_table(["network", "lr", "val acc, last epoch (%)", "best val acc (%)",
+                           "test acc, 529 subset (%)", "test acc, all 1000 (%)",
+                           "80 real Kermany (%)", "train loss, last epoch"], rows)
+
+
+def table_q2_params(res: Results) -> str:
+    layers = res.get("q2", "results.params_per_layer")
+    with_pool, without = layers["max-pool"], layers["no max-pool"]
+    rows = [[name, f"{with_pool[name]:,}", f"{without[name]:,}"] for name in with_pool]
+    rows.append(["**total**", f"**{sum(with_pool.values()):,}**", f"**{sum(without.values()):,}**"])
+    return markdown_table(["layer", "max-pool (Q2.1)", "no max-pool (Q2.2)"], rows)
+
+
 TABLES: dict[str, Callable[[Results], str]] = {
     name.removeprefix("table_"): fn for name, fn in globals().items() if name.startswith("table_")
 }

@@ -38,10 +38,12 @@ def test_write_results_converts_numpy_and_torch_values(tmp_path):
     assert json.loads(path.read_text())["results"] == {"a": 0.25, "b": [1, 2], "c": [0, 1]}
 
 
-def test_write_results_rejects_nan(tmp_path):
-    with pytest.raises(ValueError):
-        utils.write_results("nan", {"x": float("nan")}, config={}, seed=0, data="x",
-                            wall_time_s=0, results_dir=tmp_path)
+def test_write_results_stores_non_finite_values_as_null(tmp_path):
+    import numpy as np
+    path = utils.write_results("nan", {"x": float("nan"), "y": [1.0, float("inf")],
+                                       "z": np.float64("nan")}, config={}, seed=0, data="x",
+                               wall_time_s=0, results_dir=tmp_path)
+    assert json.loads(path.read_text())["results"] == {"x": None, "y": [1.0, None], "z": None}
 
 
 def test_plot_lines_writes_png_and_pdf_with_legend_and_labels(tmp_path, monkeypatch):

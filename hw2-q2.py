@@ -1,0 +1,434 @@
+#!/usr/bin/env python
+"""Question 2: a CNN for OCTMNIST, with max-pooling (Q2.1) and with strided convolutions
+instead (Q2.2, -no_maxpool), and their trainable-parameter counts (Q2.3).
+
+One run:    python hw2-q2.py -learning_rate 0.01 [-no_maxpool]
+The whole protocol (-sweep): both variants x learning rates 0.1 / 0.01 / 0.001, 15 epochs of
+SGD with batch 8; the best learning rate is chosen on validation accuracy with max-pooling
+and the no-max-pooling network is reported at it. Writes plots/q2-*.{png,pdf} and
+report/results/q2.json (q2-run-<config>.json for a single run).
+
+The training loop gives the same updates as the handed-out one (same shuffling, same dropout
+draws, same batches) but is several times faster: whole splits are tensors sliced by the
+permutation DataLoader would draw, and evaluation runs under no_grad in large batches
+(bench/q2_bench.py measures it against a replica of the handed-out loop).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import utils
+from download_octmnist import describe, validate_octmnist
+from utils import Timer, add_common_args, configure_seed, fail, plot_lines, write_results
+
+LEARNING_RATES = (0.1, 0.01, 0.001)
+N_CLASSES = 4
+
+
+class CNN(nn.Module):
+    """conv(8) -> ReLU -> maxpool -> conv(16) -> ReLU -> maxpool -> fc 320 -> ReLU -> dropout
+    -> fc 120 -> ReLU -> fc 4 -> LogSoftmax. With `no_maxpool` the pools are dropped and both
+    convolutions take stride 2 instead, which gives the same 16 x 6 x 6 feature map."""
+
+    def __init__(self, dropout_prob: float, no_maxpool: bool = False):
+        super().__init__()
+        self.no_maxpool = no_maxpool
+        stride = 2 if no_maxpool else 1
+        self.conv1 = nn.Conv2d(1, 8, kernel_size=3, stride=stride, padding=1)   # 28 -> 28 | 14
+        self.conv2 = nn.Conv2d(8, 16, kernel_size=3, stride=stride, padding=0)  # 14 -> 12 | 6
+        self.fc1 = nn.Linear(16 * 6 * 6, 320)
+        self.drop = nn.Dropout(dropout_prob)
+        self.fc2 = nn.Linear(320, 120)
+        self.fc3 = nn.Linear(120, N_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.view(-1, 1, 28, 28)  # the data arrive flattened (B, 784)
+        x = F.relu(self.conv1(x))
+        if not self.no_maxpool:
+            x = F.max_pool2d(x, kernel_size=2, stride=2)
+        x = F.relu(self.conv2(x))
+        if not self.no_maxpool:
+            x = F.max_pool2d(x, kernel_size=2, stride=2)
+        x = self.drop(F.relu(self.fc1(x.flatten(1))))
+        x = F.relu(self.fc2(x))
+        return F.log_softmax(self.fc3(x), dim=1)
+
+
+def get_number_trainable_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def params_per_layer(model: nn.Module) -> dict[str, int]:
+    """Trainable parameters of each layer (weights + biases)."""
+    counts: dict[str, int] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            layer = name.rsplit(".", 1)[0]
+            counts[layer] = counts.get(layer, 0) + p.numel()
+    return counts
+
+
+class StackedCNN(nn.Module):
+    """R copies of `CNN` trained side by side on the same batches: one wide network whose
+    replica r computes exactly what CNN r would (conv1 with R x 8 output channels, conv2 as a
+    grouped convolution, the linear layers as batched matrix products).
+
+    The sweep's runs of one variant differ only in the learning rate: from the same seed they
+    start from the same weights and see the same shuffling and the same dropout masks. Doing
+    the R runs as one network pays Python and dispatch overhead once per step instead of R
+    times. `replica(r)` returns CNN r with its current weights.
+    """
+
+    def __init__(self, models: list[CNN]):
+        super().__init__()
+        first = models[0]
+        self.n_replicas, self.no_maxpool, self.dropout_prob = len(models), first.no_maxpool, \
+            first.drop.p
+        self.stride = first.conv1.stride[0]
+        for name, _ in first.named_parameters():  # conv1.weight -> conv1_weight of shape (R, ...)
+            stacked = torch.stack([dict(m.named_parameters())[name].detach() for m in models])
+            self.register_parameter(name.replace(".", "_"), nn.Parameter(stacked.clone()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 784) -> log-probabilities (R, B, 4)."""
+        r, b = self.n_replicas, x.shape[0]
+        h = F.conv2d(x.view(b, 1, 28, 28), self.conv1_weight.flatten(0, 1),
+                     self.conv1_bias.flatten(), stride=self.stride, padding=1)
+        h = F.relu(h)
+        if not self.no_maxpool:
+            h = F.max_pool2d(h, kernel_size=2, stride=2)
+        h = F.conv2d(h, self.conv2_weight.flatten(0, 1), self.conv2_bias.flatten(),
+                     stride=self.stride, groups=r)
+        h = F.relu(h)
+        if not self.no_maxpool:
+            h = F.max_pool2d(h, kernel_size=2, stride=2)
+        h = h.view(b, r, -1).transpose(0, 1)  # (R, B, 576)
+        h = F.relu(torch.baddbmm(self.fc1_bias[:, None], h, self.fc1_weight.transpose(1, 2)))
+        if self.training:
+            # One mask for all replicas, drawn by the same call CNN's dropout makes, so the RNG
+            # stream (and each replica's mask) is the one a single CNN would see.
+            h = h * F.dropout(h.new_ones(h.shape[1:]), self.dropout_prob, training=True)
+        h = F.relu(torch.baddbmm(self.fc2_bias[:, None], h, self.fc2_weight.transpose(1, 2)))
+        h = torch.baddbmm(self.fc3_bias[:, None], h, self.fc3_weight.transpose(1, 2))
+        return F.log_softmax(h, dim=-1)
+
+    def replica(self, r: int) -> CNN:
+        with torch.random.fork_rng(devices=[]):  # building a CNN must not move the RNG stream
+            model = CNN(self.dropout_prob, no_maxpool=self.no_maxpool)
+        model.load_state_dict({name: getattr(self, name.replace(".", "_"))[r].detach().clone()
+                               for name, _ in model.named_parameters()})
+        return model.to(self.conv1_weight.device)
+
+
+class StackedSGD:
+    """Plain SGD (no momentum, as handed out) with one learning rate per replica:
+    p_r <- p_r - lr_r (g_r + l2_decay p_r), the update torch.optim.SGD makes for each run."""
+
+    def __init__(self, params, learning_rates: list[float], weight_decay: float = 0.0):
+        self.params = list(params)
+        self.lr = torch.tensor(learning_rates, device=self.params[0].device)
+        self.weight_decay = weight_decay
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for p in self.params:
+            grad = p.grad if not self.weight_decay else p.grad.add(p, alpha=self.weight_decay)
+            p.sub_(self.lr.view(-1, *[1] * (p.dim() - 1)) * grad)
+
+
+def dataloader_permutation(n: int) -> torch.Tensor:
+    """The order in which `DataLoader(shuffle=True)` visits n items, drawn from the global RNG
+    exactly as it does (one draw for the iterator's base seed, one to seed the sampler), so
+    that this loop and the handed-out one see the same batches and dropout masks."""
+    torch.empty((), dtype=torch.int64).random_()  # _BaseDataLoaderIter._base_seed
+    seed = int(torch.empty((), dtype=torch.int64).random_().item())  # RandomSampler
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+
+
+def train_epoch(model: StackedCNN, x: torch.Tensor, y: torch.Tensor, optimizer,
+                batch_size: int, progress: bool = True) -> torch.Tensor:
+    """One epoch over (x, y) in DataLoader order; returns every batch's loss, (R, n_batches)."""
+    model.train()
+    order = dataloader_permutation(len(x))
+    order = order.to(x.device)
+    x, y = x[order], y[order]  # one gather per epoch; the batches below are contiguous views
+    n_batches = (len(x) + batch_size - 1) // batch_size
+    losses = torch.empty(model.n_replicas, n_batches)
+    bar = tqdm(range(n_batches), leave=False, disable=not progress, mininterval=1)
+    for i in bar:
+        xb, yb = x[i * batch_size:(i + 1) * batch_size], y[i * batch_size:(i + 1) * batch_size]
+        log_probs = model(xb)
+        # Each replica's loss is the mean NLL of its batch; their sum has the replicas'
+        # gradients as its blocks, since they share no parameters.
+        loss = F.nll_loss(log_probs.flatten(0, 1), yb.repeat(model.n_replicas),
+                          reduction="none").view(model.n_replicas, -1).mean(dim=1)
+        optimizer.zero_grad()
+        loss.sum().backward()
+        optimizer.step()
+        losses[:, i] = loss.detach()
+        if i % 500 == 0:
+            bar.set_postfix(loss=" ".join(f"{v:.3f}" for v in
+                                          losses[:, max(0, i - 499):i + 1].mean(dim=1)))
+    return losses
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    model.eval()
+    preds = torch.cat([model(x[i:i + batch_size]).argmax(dim=-1)
+                       for i in range(0, len(x), batch_size)])
+    model.train()
+    return preds
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy; under no_grad and in large batches (the handed-out one kept the graph)."""
+    return (predict(model, x) == y).double().mean().item()
+
+
+def load_splits(data_dir, subset: int | None) -> tuple[dict[str, tuple[torch.Tensor, ...]], dict]:
+    """Float32 / int64 tensors of every split (the handed-out ClassificationDataset dtypes)."""
+    path = utils.resolve_data_dir(data_dir) / "octmnist.npz"
+    if not path.exists():
+        raise fail(f"{path} not found: run python download_octmnist.py "
+                   "(offline: --synthetic or --source PATH)")
+    validate_octmnist(path)
+    data = utils.load_oct_data(data_dir)
+    tensors = {k: (torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.long))
+               for k, (x, y) in data.items()}
+    if subset:
+        for k in ("train", "dev"):
+            tensors[k] = tuple(t[:subset] for t in tensors[k])
+    info = describe(path)
+    info["sizes"] = {k: len(v[0]) for k, v in tensors.items()}
+    if subset:
+        info["subset"] = f"first {subset} train and validation images"
+    return tensors, info
+
+
+def load_real_check(path: Path | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The 80 genuine Kermany OCT images (all splits together), preprocessed like OCTMNIST."""
+    if path is None or not path.exists():
+        return None
+    with np.load(path) as d:
+        x = np.concatenate([d[f"{s}_images"] for s in ("train", "val", "test")])
+        y = np.concatenate([d[f"{s}_labels"] for s in ("train", "val", "test")]).reshape(-1)
+    return (torch.tensor(x.reshape(len(x), -1) / 256, dtype=torch.float32),
+            torch.tensor(y, dtype=torch.long))
+
+
+def config_name(lr: float, args: argparse.Namespace, no_maxpool: bool) -> str:
+    """The handed-out naming: {lr}-{dropout}-{l2_decay}-{optimizer}-{no_maxpool}."""
+    return f"{lr}-{args.dropout}-{args.l2_decay}-{args.optimizer}-{no_maxpool}"
+
+
+def train_runs(learning_rates: list[float], no_maxpool: bool, args: argparse.Namespace,
+               splits: dict, real_check) -> list[dict]:
+    """Train one configuration per learning rate from seed `args.seed`, side by side
+    (`StackedCNN`); returns each run's curves and test scores."""
+    configure_seed(args.seed)
+    model = StackedCNN([CNN(args.dropout, no_maxpool=no_maxpool)] * len(learning_rates))
+    model.to(args.device)
+    if args.optimizer == "sgd":
+        optimizer = StackedSGD(model.parameters(), learning_rates, args.l2_decay)
+    elif len(learning_rates) == 1:
+        optimizer = torch.optim.Adam(model.parameters(), lr=learning_rates[0],
+                                     weight_decay=args.l2_decay)
+    else:
+        raise ValueError("side-by-side runs need -optimizer sgd")
+    names = [config_name(lr, args, no_maxpool) for lr in learning_rates]
+    label = ", ".join(names)
+    all_losses, val_acc = [], []
+    with Timer() as timer:
+        for epoch in range(1, args.epochs + 1):
+            all_losses.append(train_epoch(model, *splits["train"], optimizer, args.batch_size,
+                                          progress=not args.no_progress))
+            val_acc.append([evaluate(model.replica(r), *splits["dev"])
+                            for r in range(len(learning_rates))])
+            print(f"epoch {epoch}/{args.epochs} [{label}]  train loss "
+                  + " ".join(f"{v:.4f}" for v in all_losses[-1].mean(dim=1))
+                  + "  valid acc " + " ".join(f"{v:.4f}" for v in val_acc[-1]), flush=True)
+    losses = torch.stack(all_losses, dim=1)  # (R, epochs, batches)
+    running = losses.flatten(1).cumsum(dim=1).view_as(losses)[..., -1] / \
+        (losses.shape[2] * torch.arange(1, args.epochs + 1))
+    runs = []
+    for r, (lr, name) in enumerate(zip(learning_rates, names)):
+        final = model.replica(r)
+        run = {
+            "config": name, "learning_rate": lr, "no_maxpool": no_maxpool,
+            "train_loss": losses[r].mean(dim=1).tolist(),
+            "train_loss_running_mean": running[r].tolist(),  # the handed-out curve
+            "val_acc": [v[r] for v in val_acc],
+            "test_acc": evaluate(final, *splits["test"]),
+            "test_acc_full": evaluate(final, *splits["test_full"]),
+            "real_80_acc": evaluate(final, *real_check) if real_check else None,
+            "trainable_params": get_number_trainable_params(final),
+            "wall_time_s": timer.seconds,
+            "trained_with": f"{len(learning_rates)} runs side by side",
+        }
+        print(f"[{name}] final test acc {run['test_acc']:.4f} (529-image subset), "
+              f"{run['test_acc_full']:.4f} (full test split)")
+        plot_run(run)
+        runs.append(run)
+    print(f"{timer.seconds:.0f} s for {len(runs)} run(s)")
+    return runs
+
+
+def plot_run(run: dict) -> None:
+    """The two figures the statement asks for, per configuration."""
+    epochs = list(range(1, len(run["train_loss"]) + 1))
+    plot_lines(f"q2-training-loss-{run['config']}",
+               {"mean loss of the epoch": (epochs, run["train_loss"]),
+                "running mean since epoch 1 (handed-out)": (epochs,
+                                                            run["train_loss_running_mean"])},
+               "Epoch", "Loss", title=f"Training loss, {run['config']}")
+    plot_lines(f"q2-validation-accuracy-{run['config']}",
+               {"validation": (epochs, run["val_acc"])}, "Epoch", "Accuracy",
+               title=f"Validation accuracy, {run['config']}")
+
+
+def plot_comparison(runs: list[dict]) -> None:
+    def label(r):
+        return f"lr={r['learning_rate']}, {'no max-pool' if r['no_maxpool'] else 'max-pool'}"
+    epochs = list(range(1, len(runs[0]["train_loss"]) + 1))
+    plot_lines("q2-all-training-loss", {label(r): (epochs, r["train_loss"]) for r in runs},
+               "Epoch", "Loss (mean of the epoch)", title="Training loss, all runs")
+    plot_lines("q2-all-validation-accuracy", {label(r): (epochs, r["val_acc"]) for r in runs},
+               "Epoch", "Validation accuracy", title="Validation accuracy, all runs")
+
+
+def runs_or_resume(learning_rates: list[float], no_maxpool: bool, args, splits,
+                   real_check) -> list[dict]:
+    """Finished runs are kept in <checkpoint_dir>/<config>-seed<seed>.json; with -resume a
+    group whose runs are all there is reused instead of trained again."""
+    paths = [Path(args.checkpoint_dir) / f"{config_name(lr, args, no_maxpool)}-seed{args.seed}.json"
+             for lr in learning_rates]
+    if args.resume and all(p.exists() for p in paths):
+        print("resuming: reusing " + ", ".join(str(p) for p in paths))
+        return [json.loads(p.read_text()) for p in paths]
+    runs = train_runs(learning_rates, no_maxpool, args, splits, real_check)
+    for path, run in zip(paths, runs):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(run))
+    return runs
+
+
+def sweep(args, splits, real_check) -> dict:
+    """Both variants x the learning rates; pick the best rate on validation (max-pooling)."""
+    groups = [args.learning_rates] if args.optimizer == "sgd" else [[lr] for lr in
+                                                                    args.learning_rates]
+    runs = [run for no_maxpool in (False, True) for group in groups
+            for run in runs_or_resume(group, no_maxpool, args, splits, real_check)]
+    with_pool = [r for r in runs if not r["no_maxpool"]]
+    best = max(with_pool, key=lambda r: r["val_acc"][-1])
+    best_lr = best["learning_rate"]
+    no_pool = next(r for r in runs if r["no_maxpool"] and r["learning_rate"] == best_lr)
+    plot_comparison(runs)
+    keys = ("config", "val_acc", "test_acc", "test_acc_full", "real_80_acc")
+    return {"runs": runs, "best_learning_rate": best_lr,
+            "selection": "highest validation accuracy after the last epoch, with max-pooling",
+            "q2_1": {k: best[k] for k in keys}, "q2_2": {k: no_pool[k] for k in keys}}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Question 2: CNN on OCTMNIST. Q2.1 conv-pool network tuned over the "
+                    "learning rate, Q2.2 the same without max-pooling (-no_maxpool), Q2.3 "
+                    "trainable-parameter counts.")
+    parser.add_argument("-epochs", default=15, type=int,
+                        help="training epochs (default: %(default)s, as the statement asks; "
+                             "the handed-out default was 20)")
+    parser.add_argument("-batch_size", default=8, type=int, help="default: %(default)s")
+    parser.add_argument("-learning_rate", type=float, default=0.01, help="default: %(default)s")
+    parser.add_argument("-l2_decay", type=float, default=0, help="default: %(default)s")
+    parser.add_argument("-dropout", type=float, default=0.7, help="default: %(default)s")
+    parser.add_argument("-optimizer", choices=["sgd", "adam"], default="sgd")
+    parser.add_argument("-no_maxpool", action="store_true",
+                        help="Q2.2: stride-2 convolutions instead of max-pooling")
+    parser.add_argument("-sweep", action="store_true",
+                        help="the whole protocol: both variants x -learning_rates, best "
+                             "learning rate chosen on validation, test reported")
+    parser.add_argument("-learning_rates", type=float, nargs="+", default=list(LEARNING_RATES),
+                        help="learning rates of -sweep (default: %(default)s)")
+    parser.add_argument("-subset", type=int, default=None,
+                        help="train and validate on the first N images only (smoke runs)")
+    parser.add_argument("-real_images", default=None,
+                        help="the 80 genuine Kermany OCT images to score as a check "
+                             "(default: octmnist_kermany.npz in -data_dir or $HW2_DATA_DIR)")
+    parser.add_argument("-threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("-checkpoint_dir", default="checkpoints/q2",
+                        help="where finished sweep runs are kept (default: %(default)s)")
+    parser.add_argument("-resume", action="store_true",
+                        help="-sweep: reuse the runs already finished in -checkpoint_dir")
+    parser.add_argument("-device", default="cpu",
+                        help="torch device, e.g. cuda (default: %(default)s, as handed out)")
+    parser.add_argument("-no_progress", action="store_true", help="no progress bars")
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    if args.epochs < 1 or args.batch_size < 1 or not 0 <= args.dropout < 1:
+        parser.error("need -epochs >= 1, -batch_size >= 1 and 0 <= -dropout < 1")
+    if args.subset is not None and args.subset < 1:
+        parser.error("-subset must be positive")
+    return args
+
+
+def find_real_images(args) -> Path | None:
+    if args.real_images:
+        path = Path(args.real_images)
+        if not path.exists():
+            raise fail(f"{path} not found (-real_images)")
+        return path
+    for folder in (utils.resolve_data_dir(args.data_dir), utils.resolve_data_dir(None)):
+        if (folder / "octmnist_kermany.npz").exists():
+            return folder / "octmnist_kermany.npz"
+    return None
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.out_dir:
+        utils.set_output_root(args.out_dir)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    splits, data_info = load_splits(args.data_dir, args.subset)
+    splits = {k: tuple(t.to(args.device) for t in v) for k, v in splits.items()}
+    real_path = find_real_images(args)
+    real_check = load_real_check(real_path)
+    if real_check:
+        real_check = tuple(t.to(args.device) for t in real_check)
+    data_info["real_check"] = str(real_path) if real_path else None
+    model = CNN(args.dropout, no_maxpool=args.no_maxpool)
+    params = {"max-pool": params_per_layer(CNN(args.dropout)),
+              "no max-pool": params_per_layer(CNN(args.dropout, no_maxpool=True))}
+    for variant, layers in params.items():
+        print(f"{variant}: " + ", ".join(f"{k} {v:,}" for k, v in layers.items())
+              + f"; total {sum(layers.values()):,}")
+    with Timer() as wall:
+        if args.sweep:
+            results, name = sweep(args, splits, real_check), "q2"
+        else:
+            run, = train_runs([args.learning_rate], args.no_maxpool, args, splits, real_check)
+            results, name = {"runs": [run]}, f"q2-run-{run['config']}"
+    results["params_per_layer"] = params
+    results["trainable_params"] = {k: sum(v.values()) for k, v in params.items()}
+    path = write_results(name, results, config=vars(args), seed=args.seed, data=data_info,
+                         wall_time_s=wall.seconds)
+    print(f"Number of trainable parameters: {get_number_trainable_params(model)}")
+    print(f"wrote {path} ({wall.seconds:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+import json
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+import octgen
+import utils
+from conftest import REPO, load_script, shared_file
+
+q2 = load_script("hw2-q2.py")
+dl = load_script("download_octmnist.py")
+bench = load_script("bench/q2_bench.py")
+
+SMALL_COUNTS = {"train": (60, 30, 30, 80), "val": (20, 10, 10, 20), "test": (250, 250, 250, 250)}
+
+
+@pytest.fixture
+def small_synthetic(tmp_path, monkeypatch):
+    """A small stand-in (full test split, so the 529-image subset exists) in tmp_path."""
+    monkeypatch.setattr(octgen, "SPLIT_COUNTS", SMALL_COUNTS)
+    dl.write_synthetic(tmp_path / "octmnist.npz", seed=0)
+    return tmp_path
+
+
+@pytest.mark.parametrize("no_maxpool", [False, True])
+def test_cnn_shapes_and_parameter_counts(no_maxpool):
+    model = q2.CNN(0.7, no_maxpool=no_maxpool)
+    out = model(torch.rand(5, 784))
+    assert out.shape == (5, 4)
+    torch.testing.assert_close(out.exp().sum(1), torch.ones(5))
+    assert q2.get_number_trainable_params(model) == 224_892
+    assert q2.params_per_layer(model) == {"conv1": 80, "conv2": 1168, "fc1": 184_640,
+                                          "fc2": 38_520, "fc3": 484}
+
+
+@pytest.mark.parametrize("no_maxpool,sizes", [(False, [(8, 28, 28), (16, 12, 12)]),
+                                              (True, [(8, 14, 14), (16, 6, 6)])])
+def test_spatial_sizes_after_each_convolution(no_maxpool, sizes):
+    model = q2.CNN(0.7, no_maxpool=no_maxpool)
+    seen = []
+    for layer in (model.conv1, model.conv2):
+        layer.register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape[1:])))
+    model(torch.rand(2, 784))
+    assert seen == sizes  # after the pools (or stride 2) both give 16 x 6 x 6 = fc1's 576 inputs
+
+
+@pytest.mark.parametrize("no_maxpool", [False, True])
+def test_stacked_cnn_equals_each_cnn_including_dropout(no_maxpool):
+    torch.manual_seed(0)
+    models = [q2.CNN(0.7, no_maxpool=no_maxpool) for _ in range(3)]
+    stacked = q2.StackedCNN(models)
+    x = torch.rand(6, 784)
+    for train in (False, True):
+        stacked.train(train)
+        torch.manual_seed(1)
+        out = stacked(x)
+        for r, model in enumerate(models):
+            model.train(train)
+            torch.manual_seed(1)  # same RNG state: same dropout mask
+            torch.testing.assert_close(out[r], model(x), rtol=1e-5, atol=1e-5)
+    for r, model in enumerate(models):
+        assert all(torch.equal(a, b) for a, b in
+                   zip(stacked.replica(r).parameters(), model.parameters()))
+
+
+def test_replica_does_not_consume_the_rng():
+    stacked = q2.StackedCNN([q2.CNN(0.5)])
+    torch.manual_seed(3)
+    stacked.replica(0)
+    after = torch.rand(1)
+    torch.manual_seed(3)
+    assert torch.equal(after, torch.rand(1))
+
+
+def test_permutation_is_the_one_dataloader_draws():
+    torch.manual_seed(7)
+    expected = torch.cat([b for b in DataLoader(torch.arange(50), batch_size=8, shuffle=True)])
+    after_loader = torch.rand(3)
+    torch.manual_seed(7)
+    assert torch.equal(q2.dataloader_permutation(50), expected)
+    assert torch.equal(torch.rand(3), after_loader)  # the RNG stream continues identically
+
+
+def test_fast_loop_matches_handed_out_loop():
+    data = {"train": bench.synthetic_split(96, 1), "dev": bench.synthetic_split(40, 2)}
+    lrs = [0.1, 0.01]
+    (models, losses) = bench.repo_runs(lrs, data, epochs=2, seed=5)
+    for r, lr in enumerate(lrs):
+        ref_model, ref_losses = bench.handed_out_run(lr, data, epochs=2, seed=5)
+        torch.testing.assert_close(losses[r], ref_losses, rtol=1e-5, atol=1e-5)
+        assert bench.max_weight_diff(models[r], ref_model) < 1e-5
+
+
+def test_stacked_sgd_applies_weight_decay_like_torch_sgd():
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.rand(2, 3))
+    ref = torch.nn.Parameter(p.detach()[1].clone())
+    p.grad, ref.grad = torch.ones(2, 3), torch.ones(3)
+    q2.StackedSGD([p], [0.5, 0.1], weight_decay=0.01).step()
+    torch.optim.SGD([ref], lr=0.1, weight_decay=0.01).step()
+    torch.testing.assert_close(p.detach()[1], ref.detach())
+
+
+def test_render_is_deterministic_and_in_range():
+    labels = np.arange(8, dtype=np.uint8) % 4
+    a = octgen.render(labels, np.random.default_rng(1))
+    b = octgen.render(labels, np.random.default_rng(1))
+    assert a.dtype == np.uint8 and a.shape == (8, 28, 28) and np.array_equal(a, b)
+    assert not np.array_equal(a, octgen.render(labels, np.random.default_rng(2)))
+
+
+def test_make_dataset_same_for_any_number_of_processes(monkeypatch):
+    monkeypatch.setattr(octgen, "SPLIT_COUNTS", {"train": (3000, 1000, 500, 4000),
+                                                 "val": (5, 5, 5, 5), "test": (2, 2, 2, 2)})
+    one, two = octgen.make_dataset(9, processes=1), octgen.make_dataset(9, processes=2)
+    assert sorted(one) == sorted(two) == sorted(f"{s}_{k}" for s in ("train", "val", "test")
+                                                for k in ("images", "labels"))
+    assert all(np.array_equal(one[k], two[k]) for k in one)
+    assert np.bincount(one["train_labels"].ravel()).tolist() == [3000, 1000, 500, 4000]
+
+
+def test_synthetic_file_has_octmnist_schema_counts_and_mark(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "download_octmnist.py"), "--synthetic",
+                           "-data_dir", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    path = tmp_path / "octmnist.npz"
+    with np.load(path) as data:
+        assert sorted(data.files) == sorted(f"{s}_{k}" for s in ("train", "val", "test")
+                                            for k in ("images", "labels"))
+        for split, counts in octgen.SPLIT_COUNTS.items():
+            images, labels = data[f"{split}_images"], data[f"{split}_labels"]
+            assert images.dtype == np.uint8 and images.shape == (sum(counts), 28, 28)
+            assert labels.dtype == np.uint8 and labels.shape == (sum(counts), 1)
+            assert np.bincount(labels.ravel(), minlength=4).tolist() == list(counts)
+    assert dl.describe(path)["synthetic"] is True
+    assert "NOT the real OCTMNIST" in zipfile.ZipFile(path).comment.decode()
+
+
+def _run_download(*args):
+    return subprocess.run([sys.executable, str(REPO / "download_octmnist.py"), *map(str, args)],
+                          capture_output=True, text=True)
+
+
+def test_source_rejects_corrupt_file(tmp_path):
+    bad = tmp_path / "octmnist.npz"
+    bad.write_bytes(b"not a zip file at all")
+    proc = _run_download("--source", bad, "-data_dir", tmp_path / "out")
+    assert proc.returncode == 1 and "not a readable .npz" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda a: a.pop("val_labels"), "missing key val_labels"),
+    (lambda a: a.update(train_images=a["train_images"].astype(np.float32)), "must be uint8"),
+    (lambda a: a.update(test_labels=a["test_labels"].ravel()), "must have shape"),
+    (lambda a: a.update(train_labels=a["train_labels"] + 4), "must lie in 0..3"),
+])
+def test_source_rejects_wrong_schema(tmp_path, change, message):
+    arrays = {f"{s}_images": np.zeros((3, 28, 28), np.uint8) for s in ("train", "val", "test")}
+    arrays.update({f"{s}_labels": np.zeros((3, 1), np.uint8) for s in ("train", "val", "test")})
+    change(arrays)
+    np.savez(tmp_path / "x.npz", **arrays)
+    proc = _run_download("--source", tmp_path / "x.npz", "-data_dir", tmp_path / "out")
+    assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_source_checks_md5_of_a_file_claiming_to_be_octmnist(tmp_path, monkeypatch):
+    monkeypatch.setattr(dl, "REAL_SIZES", {"train": 3, "val": 3, "test": 3})
+    arrays = {f"{s}_images": np.zeros((3, 28, 28), np.uint8) for s in ("train", "val", "test")}
+    arrays.update({f"{s}_labels": np.zeros((3, 1), np.uint8) for s in ("train", "val", "test")})
+    np.savez(tmp_path / "x.npz", **arrays)
+    with pytest.raises(SystemExit, match="not its MD5"):
+        dl.validate_octmnist(tmp_path / "x.npz")
+
+
+def test_source_copies_a_valid_file(small_synthetic, tmp_path):
+    proc = _run_download("--source", small_synthetic / "octmnist.npz", "-data_dir",
+                         tmp_path / "copy")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "copy" / "octmnist.npz").read_bytes() == \
+        (small_synthetic / "octmnist.npz").read_bytes()
+
+
+def test_loader_follows_handed_out_conventions(small_synthetic):
+    data = utils.load_oct_data(small_synthetic)
+    x, y = data["train"]
+    assert x.shape == (200, 784) and x.max() < 1 and y.ndim == 1
+    with np.load(small_synthetic / "octmnist.npz") as raw:
+        np.testing.assert_array_equal(x[0], raw["train_images"][0].ravel() / 256)
+    test_y = data["test"][1]
+    assert len(test_y) == 529 and len(data["test_full"][1]) == 1000
+    assert np.array_equal(test_y, np.repeat(np.arange(4), utils.OCT_TEST_SUBSET))
+
+
+def test_missing_data_file_is_a_one_line_error(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "hw2-q2.py"), "-data_dir", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and "run python download_octmnist.py" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def _args(data_dir, *extra):
+    return q2.parse_args(["-data_dir", str(data_dir), "-no_progress", *extra])
+
+
+def test_short_training_lowers_the_loss_and_repeats_exactly(small_synthetic):
+    args = _args(small_synthetic, "-epochs", "3")
+    splits, _ = q2.load_splits(small_synthetic, None)
+    first = q2.train_runs([0.05], False, args, splits, None)[0]
+    assert first["train_loss"][-1] < first["train_loss"][0]
+    again = q2.train_runs([0.05], False, args, splits, None)[0]
+    assert again["train_loss"] == first["train_loss"] and again["val_acc"] == first["val_acc"]
+    # the handed-out running mean: mean of all batch losses since epoch 1
+    assert first["train_loss_running_mean"][1] == pytest.approx(np.mean(first["train_loss"][:2]))
+
+
+def test_sweep_end_to_end_with_real_image_check(small_synthetic, tmp_path):
+    real = shared_file("octmnist_kermany.npz")
+    q2.main(["-data_dir", str(small_synthetic), "-sweep", "-epochs", "1", "-no_progress",
+             "-real_images", str(real), "-out_dir", str(tmp_path / "out"),
+             "-checkpoint_dir", str(tmp_path / "ck")])
+    record = json.loads((tmp_path / "out" / "report" / "results" / "q2.json").read_text())
+    res = record["results"]
+    assert record["data"]["synthetic"] is True and record["data"]["real_check"] == str(real)
+    assert len(res["runs"]) == 6 and res["best_learning_rate"] in (0.1, 0.01, 0.001)
+    assert res["trainable_params"] == {"max-pool": 224_892, "no max-pool": 224_892}
+    for run in res["runs"]:
+        assert 0 <= run["real_80_acc"] <= 1 and len(run["val_acc"]) == 1
+        for kind in ("training-loss", "validation-accuracy"):
+            assert (tmp_path / "out" / "plots" / f"q2-{kind}-{run['config']}.png").exists()
+    assert res["q2_2"]["config"].endswith("True")
+    # -resume reuses the finished runs instead of training them again
+    q2.main(["-data_dir", str(small_synthetic), "-sweep", "-epochs", "1", "-no_progress",
+             "-resume", "-out_dir", str(tmp_path / "out2"), "-checkpoint_dir",
+             str(tmp_path / "ck")])
+    again = json.loads((tmp_path / "out2" / "report" / "results" / "q2.json").read_text())
+    assert again["results"]["runs"] == res["runs"]
