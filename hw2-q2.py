@@ -141,6 +141,12 @@ class StackedSGD:
         for p in self.params:
             p.grad = None
 
+    def state_dict(self) -> dict:
+        return {}  # plain SGD keeps no state between steps
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
     @torch.no_grad()
     def step(self) -> None:
         for p in self.params:
@@ -250,16 +256,35 @@ def train_runs(learning_rates: list[float], no_maxpool: bool, args: argparse.Nam
         raise ValueError("side-by-side runs need -optimizer sgd")
     names = [config_name(lr, args, no_maxpool) for lr in learning_rates]
     label = ", ".join(names)
-    all_losses, val_acc = [], []
-    with Timer() as timer:
-        for epoch in range(1, args.epochs + 1):
-            all_losses.append(train_epoch(model, *splits["train"], optimizer, args.batch_size,
-                                          progress=not args.no_progress))
-            val_acc.append([evaluate(model.replica(r), *splits["dev"])
-                            for r in range(len(learning_rates))])
-            print(f"epoch {epoch}/{args.epochs} [{label}]  train loss "
-                  + " ".join(f"{v:.4f}" for v in all_losses[-1].mean(dim=1))
-                  + "  valid acc " + " ".join(f"{v:.4f}" for v in val_acc[-1]), flush=True)
+    checkpoint = Path(args.checkpoint_dir) / ("+".join(names) + f"-seed{args.seed}.pt")
+    state = {"epoch": 0, "losses": [], "val_acc": [], "seconds": 0.0}
+    if args.resume and checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["cuda_rng"])
+        print(f"resuming {label} after epoch {state['epoch']} from {checkpoint}")
+    for epoch in range(state["epoch"] + 1, args.epochs + 1):
+        with Timer() as timer:
+            losses = train_epoch(model, *splits["train"], optimizer, args.batch_size,
+                                 progress=not args.no_progress)
+            accuracies = [evaluate(model.replica(r), *splits["dev"])
+                          for r in range(len(learning_rates))]
+        print(f"epoch {epoch}/{args.epochs} [{label}]  train loss "
+              + " ".join(f"{v:.4f}" for v in losses.mean(dim=1))
+              + "  valid acc " + " ".join(f"{v:.4f}" for v in accuracies), flush=True)
+        state = {"epoch": epoch, "losses": state["losses"] + [losses],
+                 "val_acc": state["val_acc"] + [accuracies],
+                 "seconds": state["seconds"] + timer.seconds, "model": model.state_dict(),
+                 "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state() if args.device.startswith("cuda")
+                 else None}
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, checkpoint.with_suffix(".tmp"))
+        checkpoint.with_suffix(".tmp").replace(checkpoint)  # never a half-written checkpoint
+    all_losses, val_acc = state["losses"], state["val_acc"]
     losses = torch.stack(all_losses, dim=1)  # (R, epochs, batches)
     running = losses.flatten(1).cumsum(dim=1).view_as(losses)[..., -1] / \
         (losses.shape[2] * torch.arange(1, args.epochs + 1))
@@ -275,14 +300,14 @@ def train_runs(learning_rates: list[float], no_maxpool: bool, args: argparse.Nam
             "test_acc_full": evaluate(final, *splits["test_full"]),
             "real_80_acc": evaluate(final, *real_check) if real_check else None,
             "trainable_params": get_number_trainable_params(final),
-            "wall_time_s": timer.seconds,
+            "wall_time_s": state["seconds"],
             "trained_with": f"{len(learning_rates)} runs side by side",
         }
         print(f"[{name}] final test acc {run['test_acc']:.4f} (529-image subset), "
               f"{run['test_acc_full']:.4f} (full test split)")
         plot_run(run)
         runs.append(run)
-    print(f"{timer.seconds:.0f} s for {len(runs)} run(s)")
+    print(f"{state['seconds']:.0f} s of training for {len(runs)} run(s)")
     return runs
 
 
@@ -370,9 +395,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("-threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice)")
     parser.add_argument("-checkpoint_dir", default="checkpoints/q2",
-                        help="where finished sweep runs are kept (default: %(default)s)")
+                        help="where each epoch's training state and finished runs are kept "
+                             "(default: %(default)s)")
     parser.add_argument("-resume", action="store_true",
-                        help="-sweep: reuse the runs already finished in -checkpoint_dir")
+                        help="continue from -checkpoint_dir: finished runs are reused, an "
+                             "interrupted one continues after its last finished epoch")
     parser.add_argument("-device", default="cpu",
                         help="torch device, e.g. cuda (default: %(default)s, as handed out)")
     parser.add_argument("-no_progress", action="store_true", help="no progress bars")

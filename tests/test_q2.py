@@ -205,7 +205,9 @@ def test_missing_data_file_is_a_one_line_error(tmp_path):
 
 
 def _args(data_dir, *extra):
-    return q2.parse_args(["-data_dir", str(data_dir), "-no_progress", *extra])
+    """Arguments for train_runs; checkpoints go under the (temporary) data folder unless set."""
+    default = [] if "-checkpoint_dir" in extra else ["-checkpoint_dir", str(data_dir / "ck")]
+    return q2.parse_args(["-data_dir", str(data_dir), "-no_progress", *default, *extra])
 
 
 def test_short_training_lowers_the_loss_and_repeats_exactly(small_synthetic):
@@ -240,3 +242,18 @@ def test_sweep_end_to_end_with_real_image_check(small_synthetic, tmp_path):
              str(tmp_path / "ck")])
     again = json.loads((tmp_path / "out2" / "report" / "results" / "q2.json").read_text())
     assert again["results"]["runs"] == res["runs"]
+
+
+def test_resume_after_interruption_reproduces_uninterrupted_run(small_synthetic, tmp_path):
+    splits, _ = q2.load_splits(small_synthetic, None)
+    full = q2.train_runs([0.05, 0.01], False, _args(small_synthetic, "-epochs", "2",
+                         "-checkpoint_dir", str(tmp_path / "a")), splits, None)
+    # "interrupted" after epoch 1: only the epoch-1 state is on disk
+    q2.train_runs([0.05, 0.01], False, _args(small_synthetic, "-epochs", "1",
+                  "-checkpoint_dir", str(tmp_path / "b")), splits, None)
+    resumed = q2.train_runs([0.05, 0.01], False, _args(small_synthetic, "-epochs", "2",
+                            "-resume", "-checkpoint_dir", str(tmp_path / "b")), splits, None)
+    for a, b in zip(full, resumed):
+        for key in ("train_loss", "train_loss_running_mean", "val_acc", "test_acc",
+                    "test_acc_full"):
+            assert a[key] == b[key], key
