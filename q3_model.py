@@ -1,0 +1,241 @@
+"""Question 3 models: the handed-out transformer audio encoder and the two text decoders.
+
+Everything follows the handed-out notebook's model cell (layer names, shapes, Whisper-style
+attention with q and k both scaled by d^-1/4 and no bias on the key projection, pre-norm residual
+blocks, sinusoidal positions with max timescale 3000). Two additions stay off by default:
+* key-padding masks (`lengths`): with per-batch padding, encoder self-attention and decoder
+  cross-attention ignore padded frames, so a clip's outputs equal those of the clip alone;
+* a key/value cache for the attention decoder, so greedy decoding feeds one token per step
+  instead of re-running the whole prefix (the tokens are the same).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+
+
+def sinusoids(length: int, channels: int, max_timescale: float = 3000) -> Tensor:
+    """Fixed positions (length, channels): all sines, then all cosines (handed-out / Whisper)."""
+    increment = math.log(max_timescale) / (channels // 2 - 1)
+    inv_timescales = torch.exp(-increment * torch.arange(channels // 2))
+    scaled_time = torch.arange(length)[:, None] * inv_timescales[None, :]
+    return torch.cat([torch.sin(scaled_time), torch.cos(scaled_time)], dim=1)
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, hidden_dim: int, n_heads: int):
+        super().__init__()
+        self.n_heads = n_heads
+        self._query = nn.Linear(hidden_dim, hidden_dim)
+        self._key = nn.Linear(hidden_dim, hidden_dim, bias=False)
+        self._value = nn.Linear(hidden_dim, hidden_dim)
+        self._out = nn.Linear(hidden_dim, hidden_dim)
+
+    def forward(self, x: Tensor, xa: Tensor | None = None, mask: Tensor | None = None,
+                key_padding: Tensor | None = None, cache: dict | None = None) -> Tensor:
+        """x (B, Tq, E) attends to xa (B, Tk, E) or to itself.
+
+        mask: additive (T, T) causal mask, sliced at the queries' absolute positions;
+        key_padding: (B, Tk) True where a key is padding; cache: a dict this layer fills with
+        its keys and values (self-attention: appended each call; cross-attention: computed
+        once), for incremental decoding.
+        """
+        q = self._query(x)
+        if cache is not None and xa is not None and self in cache:
+            k, v = cache[self]  # cross-attention: the encoder's keys and values never change
+        else:
+            source = x if xa is None else xa
+            k, v = self._key(source), self._value(source)
+            if cache is not None:
+                if xa is None and self in cache:
+                    k = torch.cat([cache[self][0], k], dim=1)
+                    v = torch.cat([cache[self][1], v], dim=1)
+                cache[self] = (k, v)
+        offset = k.shape[1] - q.shape[1] if xa is None else 0  # queries' first position
+        return self._out(self._attention(q, k, v, mask, key_padding, offset))
+
+    def _attention(self, q, k, v, mask, key_padding, offset) -> Tensor:
+        b, t_q, e = q.shape
+        scale = (e // self.n_heads) ** -0.25
+        q = q.view(b, t_q, self.n_heads, -1).permute(0, 2, 1, 3) * scale
+        k = k.view(b, k.shape[1], self.n_heads, -1).permute(0, 2, 3, 1) * scale
+        v = v.view(b, v.shape[1], self.n_heads, -1).permute(0, 2, 1, 3)
+        scores = q @ k
+        if mask is not None:
+            scores = scores + mask[offset:offset + t_q, :k.shape[-1]]
+        if key_padding is not None:
+            scores = scores.masked_fill(key_padding[:, None, None, :], float("-inf"))
+        weights = F.softmax(scores.float(), dim=-1).to(q.dtype)
+        return (weights @ v).permute(0, 2, 1, 3).flatten(start_dim=2)
+
+
+class ResidualAttentionBlock(nn.Module):
+    """x + Att(LN(x), cross_x), then x + MLP(LN(x)) (pre-norm, no outer LayerNorm)."""
+
+    def __init__(self, hidden_dim: int, n_heads: int, feed_fwd_dim: int):
+        super().__init__()
+        self._att_norm = nn.LayerNorm(hidden_dim)
+        self._att = MultiHeadAttention(hidden_dim, n_heads)
+        self._mlp_norm = nn.LayerNorm(hidden_dim)
+        self._mlp = nn.Sequential(nn.Linear(hidden_dim, feed_fwd_dim), nn.GELU(),
+                                  nn.Linear(feed_fwd_dim, hidden_dim))
+
+    def forward(self, x: Tensor, cross_x: Tensor | None = None,
+                key_padding: Tensor | None = None, cache: dict | None = None) -> Tensor:
+        x = x + self._att(self._att_norm(x), cross_x, key_padding=key_padding, cache=cache)
+        return x + self._mlp(self._mlp_norm(x))
+
+
+class ResidualAttentionLayer(nn.Module):
+    """x + Att(LN(x), mask): the decoder's causal self-attention, no MLP."""
+
+    def __init__(self, hidden_dim: int, n_heads: int, feed_fwd_dim: int | None = None):
+        super().__init__()
+        self._att_norm = nn.LayerNorm(hidden_dim)
+        self._att = MultiHeadAttention(hidden_dim, n_heads)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, cache: dict | None = None) -> Tensor:
+        return x + self._att(self._att_norm(x), mask=mask, cache=cache)
+
+
+class SpeechEmbedding(nn.Module):
+    def __init__(self, freq_dim: int, hidden_dim: int):
+        super().__init__()
+        self.conv1 = nn.Conv1d(freq_dim, hidden_dim, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(hidden_dim, hidden_dim, kernel_size=3, stride=2, padding=1)
+
+    def forward(self, x: Tensor, frame_mask: Tensor | None = None) -> Tensor:
+        """(B, F, T) -> (B, ceil(T/2), E). With frame_mask (B, T) the first convolution's
+        outputs past a clip's end are zeroed, as the second convolution's zero padding would
+        see them for the clip alone."""
+        h = F.gelu(self.conv1(x))
+        if frame_mask is not None:
+            h = h * frame_mask[:, None, :]
+        return F.gelu(self.conv2(h)).permute(0, 2, 1)
+
+
+class AudioEncoderTransformer(nn.Module):
+    def __init__(self, n_layers: int = 2, freq_dim: int = 80, time_dim: int = 1377,
+                 hidden_dim: int = 200, n_heads: int = 2, feed_fwd_dim: int = 400, **kwargs):
+        super().__init__()
+        self._embed = SpeechEmbedding(freq_dim, hidden_dim)
+        self.register_buffer("_pos_embed", sinusoids(time_dim, hidden_dim))
+        self._blocks = nn.ModuleList(ResidualAttentionBlock(hidden_dim, n_heads, feed_fwd_dim)
+                                     for _ in range(n_layers))
+        self._norm = nn.LayerNorm(hidden_dim)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Log-mel (B, 80, T) -> (B, ceil(T/2), 200) and the key-padding mask of the output
+        (None without lengths: every position is attended, as handed out)."""
+        frame_mask = key_padding = None
+        if lengths is not None:
+            frame_mask = (torch.arange(x.shape[-1], device=x.device) < lengths[:, None]).to(x.dtype)
+        h = self._embed(x, frame_mask)
+        h = h + self._pos_embed[:h.shape[1]]
+        if lengths is not None:
+            key_padding = torch.arange(h.shape[1], device=x.device) >= \
+                ((lengths + 1) // 2)[:, None]
+        for block in self._blocks:
+            h = block(h, key_padding=key_padding)
+        return self._norm(h), key_padding
+
+
+class TextDecoderRecurrent(nn.Module):
+    """Q3.1: embedding -> LayerNorm -> LSTM -> residual cross-attention block over the audio
+    -> LayerNorm -> linear to the vocabulary."""
+
+    def __init__(self, n_layers: int = 1, freq_dim: int = 35, hidden_dim: int = 200,
+                 n_heads: int = 2, feed_fwd_dim: int = 400, **kwargs):
+        super().__init__()
+        self._embed = nn.Embedding(freq_dim, hidden_dim)
+        self._rnn_norm = nn.LayerNorm(hidden_dim)
+        self._rnn = nn.LSTM(hidden_dim, hidden_dim, num_layers=n_layers, batch_first=True)
+        self._cross_att = ResidualAttentionBlock(hidden_dim, n_heads, feed_fwd_dim)
+        self._out_norm = nn.LayerNorm(hidden_dim)
+        self._classifier = nn.Linear(hidden_dim, freq_dim)
+
+    def forward(self, x: Tensor, latent: Tensor, state=None, latent_padding=None,
+                cache: dict | None = None):
+        """Tokens (B, T) -> logits (B, 35, T) and the LSTM state (h, c). Feeding a sequence one
+        token at a time with the returned state gives the same logits as feeding it whole."""
+        h, state = self._rnn(self._rnn_norm(self._embed(x)), state)
+        h = self._cross_att(h, latent, key_padding=latent_padding, cache=cache)
+        return self._classifier(self._out_norm(h)).permute(0, 2, 1), state
+
+
+class TextDecoderTransformer(nn.Module):
+    """Q3.2: embedding + learned positions -> residual causal self-attention -> residual
+    cross-attention block over the audio -> LayerNorm -> linear to the vocabulary."""
+
+    def __init__(self, freq_dim: int = 35, time_dim: int = 99, hidden_dim: int = 200,
+                 n_heads: int = 2, feed_fwd_dim: int = 400, **kwargs):
+        super().__init__()
+        self._embed = nn.Embedding(freq_dim, hidden_dim)
+        self._pos_embed = nn.Parameter(torch.rand(time_dim - 1, hidden_dim))
+        self._att = ResidualAttentionLayer(hidden_dim, n_heads, feed_fwd_dim)
+        self._cross_att = ResidualAttentionBlock(hidden_dim, n_heads, feed_fwd_dim)
+        self._out_norm = nn.LayerNorm(hidden_dim)
+        self._classifier = nn.Linear(hidden_dim, freq_dim)
+        mask = torch.full((time_dim, time_dim), float("-inf")).triu(1)
+        self.register_buffer("_mask", mask, persistent=False)
+
+    def forward(self, x: Tensor, latent: Tensor, latent_padding=None,
+                cache: dict | None = None, offset: int = 0) -> Tensor:
+        """Tokens (B, T) at positions offset.. -> logits (B, 35, T). Position t sees tokens
+        0..t only. With a cache, only the new tokens are passed (offset = tokens already seen)."""
+        h = self._embed(x) + self._pos_embed[offset:offset + x.shape[1]]
+        h = self._att(h, mask=self._mask, cache=cache)
+        h = self._cross_att(h, latent, key_padding=latent_padding, cache=cache)
+        return self._classifier(self._out_norm(h)).permute(0, 2, 1)
+
+
+class SpeechToText(nn.Module):
+    def __init__(self, decoder: str = "transformer", max_text_len: int = 99,
+                 encoder_layers: int = 2, hidden_dim: int = 200, n_heads: int = 2,
+                 feed_fwd_dim: int = 400, n_vocab: int = 35, n_mels: int = 80):
+        super().__init__()
+        self.max_text_len, self.decoder_type = max_text_len, decoder
+        self._enc = AudioEncoderTransformer(encoder_layers, n_mels, 1377, hidden_dim, n_heads,
+                                            feed_fwd_dim)
+        kwargs = dict(freq_dim=n_vocab, time_dim=max_text_len, hidden_dim=hidden_dim,
+                      n_heads=n_heads, feed_fwd_dim=feed_fwd_dim)
+        if decoder == "lstm":
+            self._dec = TextDecoderRecurrent(n_layers=1, **kwargs)
+        elif decoder == "transformer":
+            self._dec = TextDecoderTransformer(**kwargs)
+        else:
+            raise ValueError(f"unknown decoder {decoder!r} (lstm or transformer)")
+
+    def forward(self, audio: Tensor, text: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Teacher forcing: audio (B, 80, T), input tokens (B, T_d) -> logits (B, 35, T_d)."""
+        latent, padding = self._enc(audio, lengths)
+        if self.decoder_type == "lstm":
+            return self._dec(text, latent, latent_padding=padding)[0]
+        return self._dec(text, latent, latent_padding=padding)
+
+    @torch.no_grad()
+    def generate(self, audio: Tensor, lengths: Tensor | None = None,
+                 use_cache: bool = False) -> Tensor:
+        """Greedy decoding of max_text_len - 1 steps from the start token: (B, max_text_len).
+
+        As handed out, the LSTM decoder is fed the last token with its carried state and the
+        attention decoder the whole prefix, recomputed each step; `use_cache` feeds the
+        attention decoder only the last token and reuses cached keys and values instead.
+        """
+        latent, padding = self._enc(audio, lengths)
+        text = torch.zeros(audio.shape[0], 1, dtype=torch.long, device=audio.device)
+        state, cache = None, {} if (use_cache or self.decoder_type == "lstm") else None
+        for step in range(self.max_text_len - 1):
+            if self.decoder_type == "lstm":
+                logits, state = self._dec(text[:, -1:], latent, state, padding, cache)
+            elif use_cache:
+                logits = self._dec(text[:, -1:], latent, padding, cache, offset=step)
+            else:
+                logits = self._dec(text, latent, padding)
+            text = torch.cat([text, logits[:, :, -1].argmax(dim=1, keepdim=True)], dim=1)
+        return text

@@ -1,0 +1,95 @@
+import pytest
+import torch
+
+import q3_model as m
+
+TINY = dict(encoder_layers=1, hidden_dim=16, n_heads=2, feed_fwd_dim=32, max_text_len=12,
+            n_mels=8)
+
+
+def tiny(decoder, seed=0):
+    torch.manual_seed(seed)
+    return m.SpeechToText(decoder, **TINY).eval()
+
+
+@pytest.mark.parametrize("decoder,total", [("lstm", 1_471_235), ("transformer", 1_329_835)])
+def test_parameter_counts_of_the_handed_out_configuration(decoder, total):
+    model = m.SpeechToText(decoder)
+    assert sum(p.numel() for p in model._enc.parameters()) == 812_800
+    assert sum(p.numel() for p in model.parameters()) == total
+
+
+def test_module_shapes():
+    enc = m.AudioEncoderTransformer(1, 8, 50, 16, 2, 32)
+    latent, padding = enc(torch.rand(3, 8, 41))
+    assert latent.shape == (3, 21, 16) and padding is None
+    _, padding = enc(torch.rand(3, 8, 41), torch.tensor([41, 30, 1]))
+    assert padding.shape == (3, 21) and (~padding).sum(1).tolist() == [21, 15, 1]
+    rnn = m.TextDecoderRecurrent(1, 35, 16, 2, 32)
+    logits, (h, c) = rnn(torch.randint(0, 35, (3, 7)), latent)
+    assert logits.shape == (3, 35, 7) and h.shape == c.shape == (1, 3, 16)
+    att = m.TextDecoderTransformer(35, 12, 16, 2, 32)
+    assert att(torch.randint(0, 35, (3, 11)), latent).shape == (3, 35, 11)
+    assert att._pos_embed.shape == (11, 16) and att._mask.shape == (12, 12)
+    assert m.sinusoids(5, 8)[0].tolist() == [0, 0, 0, 0, 1, 1, 1, 1]  # sines, then cosines
+
+
+def test_attention_decoder_is_causal():
+    model = tiny("transformer")
+    latent, _ = model._enc(torch.rand(2, 8, 30))
+    tokens = torch.randint(0, 35, (2, 11))
+    changed = tokens.clone()
+    changed[:, 6:] = torch.randint(0, 35, (2, 5))
+    a, b = model._dec(tokens, latent), model._dec(changed, latent)
+    torch.testing.assert_close(a[:, :, :6], b[:, :, :6])
+    assert not torch.allclose(a[:, :, 6:], b[:, :, 6:])
+
+
+def test_lstm_stepped_with_its_state_equals_full_sequence():
+    model = tiny("lstm")
+    latent, _ = model._enc(torch.rand(2, 8, 30))
+    tokens = torch.randint(0, 35, (2, 9))
+    full, _ = model._dec(tokens, latent)
+    state, steps = None, []
+    for t in range(9):
+        logits, state = model._dec(tokens[:, t:t + 1], latent, state)
+        steps.append(logits)
+    torch.testing.assert_close(torch.cat(steps, dim=2), full, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_cached_decoding_gives_the_same_tokens_and_logits(seed):
+    model = tiny("transformer", seed)
+    audio = torch.rand(3, 8, 40)
+    assert torch.equal(model.generate(audio), model.generate(audio, use_cache=True))
+    latent, _ = model._enc(audio)
+    tokens = torch.randint(0, 35, (3, 11))
+    cache, steps = {}, []
+    for t in range(11):
+        steps.append(model._dec(tokens[:, t:t + 1], latent, cache=cache, offset=t))
+    torch.testing.assert_close(torch.cat(steps, dim=2), model._dec(tokens, latent),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("decoder", ["lstm", "transformer"])
+def test_padded_batch_gives_the_same_outputs_as_each_clip_alone(decoder):
+    model = tiny(decoder)
+    lengths = [37, 20, 9]
+    clips = [torch.rand(1, 8, n) for n in lengths]
+    batch = torch.zeros(3, 8, 40)
+    for i, clip in enumerate(clips):
+        batch[i, :, :lengths[i]] = clip[0]
+    tokens = torch.randint(0, 35, (3, 11))
+    padded = model(batch, tokens, torch.tensor(lengths))
+    for i, clip in enumerate(clips):
+        alone = model(clip, tokens[i:i + 1])
+        torch.testing.assert_close(padded[i:i + 1], alone, rtol=1e-5, atol=1e-5)
+    assert torch.equal(model.generate(batch, torch.tensor(lengths))[1:2],
+                       model.generate(clips[1]))
+    # without lengths the padding is attended, as in the handed-out code, and results change
+    assert not torch.allclose(model(batch, tokens)[1:2], model(clips[1], tokens[1:2]))
+
+
+def test_unknown_decoder_is_rejected():
+    with pytest.raises(ValueError, match="unknown decoder"):
+        m.SpeechToText("gru")
