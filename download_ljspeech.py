@@ -28,7 +28,7 @@ import torch
 import torchaudio
 from tqdm import tqdm
 
-from ljspeech import SAMPLE_RATE, LJSpeech, parse_metadata
+from ljspeech import SAMPLE_RATE, SPLITS, LJSpeech, parse_metadata
 from utils import DATA_DIR_ENV, Timer, fail, resolve_data_dir
 
 FOLDER = "LJSpeech-1.1"
@@ -122,9 +122,14 @@ def build_tts_corpus(metadata: Path, out_root: Path, seed: int, limit: int | Non
         voice = choose_voice(seed, index)
         manifest.append(f"{clip.id}\t{voice['engine']}\t{voice['voice']}\t{voice['rate']}\t"
                         f"{voice['pitch']}\t{voice['snr_db']}")
-        jobs.append((clip.id, clip.normalized, voice, str(folder / "wavs"), seed))
-    jobs = jobs[:limit] if limit else jobs
-    (folder / MANIFEST).write_text("\n".join(manifest[:len(jobs) + 1]) + "\n")
+        jobs.append((index, (clip.id, clip.normalized, voice, str(folder / "wavs"), seed),
+                     manifest.pop()))
+    if limit:  # the first `limit` clips of each split, so a subset has all three splits
+        jobs = [job for start, stop in SPLITS.values()
+                for job in [j for j in jobs if start <= j[0] < stop][:limit]]
+    manifest += [line for _, _, line in jobs]
+    jobs = [job for _, job, _ in jobs]
+    (folder / MANIFEST).write_text("\n".join(manifest) + "\n")
     counts = {"rendered": 0, "skipped": 0}
     with get_context("spawn").Pool(processes) as pool:
         for status in tqdm(pool.imap_unordered(render_clip, jobs, chunksize=8), total=len(jobs),
@@ -155,7 +160,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="LJ metadata.csv to render (default: LJSpeech-1.1/metadata.csv "
                              f"in ${DATA_DIR_ENV})")
     parser.add_argument("--seed", type=int, default=42, help="speaker choices (default: 42)")
-    parser.add_argument("--limit", type=int, default=None, help="render only the first N clips")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="render only the first N clips of each split (smoke runs)")
     parser.add_argument("--processes", type=int, default=None,
                         help="parallel workers (default: one per core)")
     parser.add_argument("--no_progress", action="store_true")

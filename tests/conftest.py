@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
+import soundfile
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -39,6 +41,19 @@ def shared_file(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"offline data not found: {path} (set {utils.DATA_DIR_ENV})")
     return path
+
+
+def write_corpus(root, lines, wav_ids=(), seconds=0.5):
+    """A tiny LJ-layout folder: metadata lines and a tone for each id in wav_ids."""
+    (root / "wavs").mkdir(parents=True, exist_ok=True)
+    (root / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    t = np.arange(int(22050 * seconds)) / 22050
+    for i, clip_id in enumerate(wav_ids):
+        tone = 0.3 * np.sin(2 * np.pi * (220 + 40 * i) * t)
+        soundfile.write(str(root / "wavs" / f"{clip_id}.wav"), tone, 22050,
+                        subtype="PCM_16")
+    return root
+
 
 
 @pytest.fixture(autouse=True)

@@ -8,21 +8,9 @@ import torch
 from torch.utils.data import DataLoader
 
 import ljspeech as lj
-from conftest import REPO, load_script, shared_file
+from conftest import REPO, load_script, shared_file, write_corpus
 
 dl = load_script("download_ljspeech.py")
-
-
-def write_corpus(root, lines, wav_ids=(), seconds=0.5):
-    """A tiny LJ-layout folder: metadata lines and a tone for each id in wav_ids."""
-    (root / "wavs").mkdir(parents=True, exist_ok=True)
-    (root / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    t = np.arange(int(lj.SAMPLE_RATE * seconds)) / lj.SAMPLE_RATE
-    for i, clip_id in enumerate(wav_ids):
-        tone = 0.3 * np.sin(2 * np.pi * (220 + 40 * i) * t)
-        soundfile.write(str(root / "wavs" / f"{clip_id}.wav"), tone, lj.SAMPLE_RATE,
-                        subtype="PCM_16")
-    return root
 
 
 def test_metadata_parsing_keeps_quotes_commas_and_unicode(tmp_path):

@@ -1,0 +1,139 @@
+import json
+
+import pytest
+import torch
+
+import ljspeech as lj
+from conftest import load_script, write_corpus
+from q3_model import SpeechToText
+
+q3 = load_script("hw2-q3.py")
+
+
+def test_cut_at_stop_as_handed_out():
+    assert q3.cut_at_stop([0, 9, 10, 1, 2, 2], [9, 10, 11, 1, 5]) == ([0, 9, 10, 1],
+                                                                      [9, 10, 11, 1])
+    assert q3.cut_at_stop([0, 9, 1], [9, 10]) == ([0, 9, 1], [9, 1])  # no stop: last -> stop
+
+
+def test_similarities_on_a_hand_worked_example():
+    target = torch.tensor([[0, 9, 10, 1, 2, 2]])  # "<ab>@@"
+    generated = torch.tensor([[0, 9, 10, 11, 1, 5]])  # "<abc>," (generate keeps the "<")
+    sums, pairs = q3.string_scores(target, generated, lj.TokenVectorizer())
+    # bags {<, a, b, >} and {<, a, b, c, >}: 4 shared of 5; cosine 4 / sqrt(4 * 5);
+    # edit distance 1 (insert c) over the longer length 5
+    assert sums == pytest.approx({"jaccard_similarity": 0.8,
+                                  "cosine_similarity": 4 / 20 ** 0.5,
+                                  "damerau-levenshtein_similarity": 0.8})
+    assert pairs == [("ab", "abc")]
+
+
+def test_similarities_count_repeats_and_transpositions():
+    sums, _ = q3.string_scores(torch.tensor([[0, 9, 9, 10, 1]]), torch.tensor([[0, 9, 10, 9, 1]]),
+                               lj.TokenVectorizer())
+    assert sums["jaccard_similarity"] == pytest.approx(1.0)  # same multiset
+    assert sums["damerau-levenshtein_similarity"] == pytest.approx(1 - 1 / 5)  # one swap
+
+
+def test_error_rates():
+    rates = q3.error_rates([("a bc d", "a xc d"), ("hello", "")])
+    assert rates["wer"] == pytest.approx(2 / 4)
+    assert rates["cer"] == pytest.approx((1 + 5) / (6 + 5))
+
+
+def test_schedule_learning_rates_per_epoch():
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    scheduler = q3.make_scheduler(optimizer, 15)
+    rates = []
+    for _ in range(15):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    expected = [1e-5, 5.05e-4] + [1e-3 * (1 - 0.99 * k / 12) for k in range(13)]
+    assert rates == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("decoder", ["lstm", "transformer"])
+def test_tiny_model_overfits_four_clips(decoder):
+    torch.manual_seed(0)
+    model = SpeechToText(decoder, max_text_len=12, encoder_layers=1, hidden_dim=32, n_heads=2,
+                         feed_fwd_dim=64, n_mels=8)
+    vec = lj.TokenVectorizer(max_len=12)
+    texts = torch.stack([vec(t) for t in ("cat", "dog sat", "a bee", "hi.")])
+    audio = torch.randn(4, 8, 30)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(300):
+        optimizer.zero_grad()
+        q3.teacher_forced_loss(model, audio, texts, None).backward()
+        optimizer.step()
+    model.eval()
+    for use_cache in (False, True):
+        generated = model.generate(audio, use_cache=use_cache)
+        for target, gen in zip(texts.tolist(), generated.tolist()):
+            assert q3.cut_at_stop(target, gen)[1] == target[:target.index(1) + 1]
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path, monkeypatch):
+    monkeypatch.setattr(lj, "SPLITS", {"train": (0, 6), "validation": (6, 8), "test": (8, 10)})
+    ids = [f"LJ{i:03d}" for i in range(10)]
+    words = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "theta", "iota", "rho"]
+    return write_corpus(tmp_path / "data" / "LJSpeech-1.1",
+                        [f"{i}|{w}|{w}" for i, w in zip(ids, words)], ids, seconds=0.3).parent
+
+
+def cli(data_dir, tmp_path, name, *extra):
+    return ["-decoder", "transformer", "-data_dir", str(data_dir), "-batch_size", "3",
+            "-eval_batch_size", "2", "-hidden_dim", "16", "-ff_dim", "32", "-encoder_layers",
+            "1", "-workers", "0", "-no_progress", "-cache_dir", str(tmp_path / "cache"),
+            "-out_dir", str(tmp_path / name), "-real_dir", str(tmp_path / "none"), *extra]
+
+
+def results(tmp_path, name):
+    path = tmp_path / name / "report" / "results" / "q3-transformer.json"
+    return json.loads(path.read_text())["results"]
+
+
+def test_resume_after_interruption_reproduces_the_uninterrupted_run(tiny_corpus, tmp_path,
+                                                                    monkeypatch):
+    q3.main(cli(tiny_corpus, tmp_path, "full", "-epochs", "3", "-fast",
+                "-checkpoint_dir", str(tmp_path / "ck_full")))
+    original = q3.train_epoch
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # stopped during epoch 2
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(q3, "train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        q3.main(cli(tiny_corpus, tmp_path, "cut", "-epochs", "3", "-fast",
+                    "-checkpoint_dir", str(tmp_path / "ck_cut")))
+    monkeypatch.setattr(q3, "train_epoch", original)
+    q3.main(cli(tiny_corpus, tmp_path, "resumed", "-epochs", "3", "-fast", "-resume",
+                "-checkpoint_dir", str(tmp_path / "ck_cut")))
+    full, resumed = results(tmp_path, "full"), results(tmp_path, "resumed")
+    assert [h["train_loss"] for h in resumed["history"]] == \
+        [h["train_loss"] for h in full["history"]]
+    assert resumed["test"] == full["test"]
+
+
+def test_faithful_run_writes_results_plots_and_log(tiny_corpus, tmp_path):
+    q3.main(cli(tiny_corpus, tmp_path, "out", "-epochs", "1",
+                "-checkpoint_dir", str(tmp_path / "ck")))
+    res = results(tmp_path, "out")
+    assert set(res["test"]) == {"loss", "jaccard_similarity", "cosine_similarity",
+                                "damerau-levenshtein_similarity", "wer", "cer"}
+    assert len(res["history"]) == 1 and res["parameters"]["total"] > 0
+    assert (tmp_path / "out" / "plots" / "q3-transformer-loss.png").exists()
+    log = (tmp_path / "out" / "report" / "results" / "q3-transformer-test-log.txt").read_text()
+    assert log.count("target: ") == 2 and "target: iota" in log
+
+
+def test_no_audio_for_a_split_is_a_clear_error(tiny_corpus, tmp_path):
+    for wav in (tiny_corpus / "LJSpeech-1.1" / "wavs").glob("LJ00[67].wav"):
+        wav.unlink()
+    with pytest.raises(SystemExit, match="no clips with audio .* for this split"):
+        q3.main(cli(tiny_corpus, tmp_path, "x", "-epochs", "1"))
