@@ -163,7 +163,8 @@ def run(args) -> dict:
                                   args.eval_batch_size, shuffle=False),
     }
     model = SpeechToText(args.decoder, encoder_layers=args.encoder_layers,
-                         hidden_dim=args.hidden_dim, feed_fwd_dim=args.ff_dim).to(args.device)
+                         hidden_dim=args.hidden_dim, feed_fwd_dim=args.ff_dim,
+                         statement_norm=args.statement_norm).to(args.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
     scheduler = make_scheduler(optimizer, args.epochs)
     vectorizer = TokenVectorizer()
@@ -292,6 +293,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("-encoder_layers", type=int, default=2,
                         help="encoder blocks (default 2 as in the handed-out config; the "
                              "statement's appendix says 4)")
+    parser.add_argument("-statement_norm", action="store_true",
+                        help="residual sub-blocks as the statement's appendix writes them, "
+                             "LN(x + Module(LN(x))) (default: the handed-out x + Module(LN(x)))")
     parser.add_argument("-hidden_dim", type=int, default=200, help=argparse.SUPPRESS)
     parser.add_argument("-ff_dim", type=int, default=400, help=argparse.SUPPRESS)
     parser.add_argument("-train_clips", type=int, default=None,

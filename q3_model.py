@@ -74,33 +74,45 @@ class MultiHeadAttention(nn.Module):
         return (weights @ v).permute(0, 2, 1, 3).flatten(start_dim=2)
 
 
-class ResidualAttentionBlock(nn.Module):
-    """x + Att(LN(x), cross_x), then x + MLP(LN(x)) (pre-norm, no outer LayerNorm)."""
+def _outer_norm(hidden_dim: int, statement: bool) -> nn.Module:
+    """The statement's sub-block is LN(x + Module(LN(x))); the handed-out code has no outer LN."""
+    return nn.LayerNorm(hidden_dim) if statement else nn.Identity()
 
-    def __init__(self, hidden_dim: int, n_heads: int, feed_fwd_dim: int):
+
+class ResidualAttentionBlock(nn.Module):
+    """x + Att(LN(x), cross_x), then x + MLP(LN(x)) (pre-norm, no outer LayerNorm, as handed
+    out; `statement_norm` wraps each sum in a LayerNorm, as the statement's appendix writes)."""
+
+    def __init__(self, hidden_dim: int, n_heads: int, feed_fwd_dim: int,
+                 statement_norm: bool = False):
         super().__init__()
         self._att_norm = nn.LayerNorm(hidden_dim)
         self._att = MultiHeadAttention(hidden_dim, n_heads)
         self._mlp_norm = nn.LayerNorm(hidden_dim)
         self._mlp = nn.Sequential(nn.Linear(hidden_dim, feed_fwd_dim), nn.GELU(),
                                   nn.Linear(feed_fwd_dim, hidden_dim))
+        self._att_out_norm = _outer_norm(hidden_dim, statement_norm)
+        self._mlp_out_norm = _outer_norm(hidden_dim, statement_norm)
 
     def forward(self, x: Tensor, cross_x: Tensor | None = None,
                 key_padding: Tensor | None = None, cache: dict | None = None) -> Tensor:
-        x = x + self._att(self._att_norm(x), cross_x, key_padding=key_padding, cache=cache)
-        return x + self._mlp(self._mlp_norm(x))
+        x = self._att_out_norm(x + self._att(self._att_norm(x), cross_x,
+                                             key_padding=key_padding, cache=cache))
+        return self._mlp_out_norm(x + self._mlp(self._mlp_norm(x)))
 
 
 class ResidualAttentionLayer(nn.Module):
     """x + Att(LN(x), mask): the decoder's causal self-attention, no MLP."""
 
-    def __init__(self, hidden_dim: int, n_heads: int, feed_fwd_dim: int | None = None):
+    def __init__(self, hidden_dim: int, n_heads: int, feed_fwd_dim: int | None = None,
+                 statement_norm: bool = False):
         super().__init__()
         self._att_norm = nn.LayerNorm(hidden_dim)
         self._att = MultiHeadAttention(hidden_dim, n_heads)
+        self._out_norm = _outer_norm(hidden_dim, statement_norm)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, cache: dict | None = None) -> Tensor:
-        return x + self._att(self._att_norm(x), mask=mask, cache=cache)
+        return self._out_norm(x + self._att(self._att_norm(x), mask=mask, cache=cache))
 
 
 class SpeechEmbedding(nn.Module):
@@ -121,12 +133,14 @@ class SpeechEmbedding(nn.Module):
 
 class AudioEncoderTransformer(nn.Module):
     def __init__(self, n_layers: int = 2, freq_dim: int = 80, time_dim: int = 1377,
-                 hidden_dim: int = 200, n_heads: int = 2, feed_fwd_dim: int = 400, **kwargs):
+                 hidden_dim: int = 200, n_heads: int = 2, feed_fwd_dim: int = 400,
+                 statement_norm: bool = False, **kwargs):
         super().__init__()
         self._embed = SpeechEmbedding(freq_dim, hidden_dim)
         self.register_buffer("_pos_embed", sinusoids(time_dim, hidden_dim))
-        self._blocks = nn.ModuleList(ResidualAttentionBlock(hidden_dim, n_heads, feed_fwd_dim)
-                                     for _ in range(n_layers))
+        self._blocks = nn.ModuleList(
+            ResidualAttentionBlock(hidden_dim, n_heads, feed_fwd_dim, statement_norm)
+            for _ in range(n_layers))
         self._norm = nn.LayerNorm(hidden_dim)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
@@ -150,12 +164,14 @@ class TextDecoderRecurrent(nn.Module):
     -> LayerNorm -> linear to the vocabulary."""
 
     def __init__(self, n_layers: int = 1, freq_dim: int = 35, hidden_dim: int = 200,
-                 n_heads: int = 2, feed_fwd_dim: int = 400, **kwargs):
+                 n_heads: int = 2, feed_fwd_dim: int = 400, statement_norm: bool = False,
+                 **kwargs):
         super().__init__()
         self._embed = nn.Embedding(freq_dim, hidden_dim)
         self._rnn_norm = nn.LayerNorm(hidden_dim)
         self._rnn = nn.LSTM(hidden_dim, hidden_dim, num_layers=n_layers, batch_first=True)
-        self._cross_att = ResidualAttentionBlock(hidden_dim, n_heads, feed_fwd_dim)
+        self._cross_att = ResidualAttentionBlock(hidden_dim, n_heads, feed_fwd_dim,
+                                                 statement_norm)
         self._out_norm = nn.LayerNorm(hidden_dim)
         self._classifier = nn.Linear(hidden_dim, freq_dim)
 
@@ -173,12 +189,14 @@ class TextDecoderTransformer(nn.Module):
     cross-attention block over the audio -> LayerNorm -> linear to the vocabulary."""
 
     def __init__(self, freq_dim: int = 35, time_dim: int = 99, hidden_dim: int = 200,
-                 n_heads: int = 2, feed_fwd_dim: int = 400, **kwargs):
+                 n_heads: int = 2, feed_fwd_dim: int = 400, statement_norm: bool = False,
+                 **kwargs):
         super().__init__()
         self._embed = nn.Embedding(freq_dim, hidden_dim)
         self._pos_embed = nn.Parameter(torch.rand(time_dim - 1, hidden_dim))
-        self._att = ResidualAttentionLayer(hidden_dim, n_heads, feed_fwd_dim)
-        self._cross_att = ResidualAttentionBlock(hidden_dim, n_heads, feed_fwd_dim)
+        self._att = ResidualAttentionLayer(hidden_dim, n_heads, feed_fwd_dim, statement_norm)
+        self._cross_att = ResidualAttentionBlock(hidden_dim, n_heads, feed_fwd_dim,
+                                                 statement_norm)
         self._out_norm = nn.LayerNorm(hidden_dim)
         self._classifier = nn.Linear(hidden_dim, freq_dim)
         mask = torch.full((time_dim, time_dim), float("-inf")).triu(1)
@@ -197,13 +215,14 @@ class TextDecoderTransformer(nn.Module):
 class SpeechToText(nn.Module):
     def __init__(self, decoder: str = "transformer", max_text_len: int = 99,
                  encoder_layers: int = 2, hidden_dim: int = 200, n_heads: int = 2,
-                 feed_fwd_dim: int = 400, n_vocab: int = 35, n_mels: int = 80):
+                 feed_fwd_dim: int = 400, n_vocab: int = 35, n_mels: int = 80,
+                 statement_norm: bool = False):
         super().__init__()
         self.max_text_len, self.decoder_type = max_text_len, decoder
         self._enc = AudioEncoderTransformer(encoder_layers, n_mels, 1377, hidden_dim, n_heads,
-                                            feed_fwd_dim)
+                                            feed_fwd_dim, statement_norm)
         kwargs = dict(freq_dim=n_vocab, time_dim=max_text_len, hidden_dim=hidden_dim,
-                      n_heads=n_heads, feed_fwd_dim=feed_fwd_dim)
+                      n_heads=n_heads, feed_fwd_dim=feed_fwd_dim, statement_norm=statement_norm)
         if decoder == "lstm":
             self._dec = TextDecoderRecurrent(n_layers=1, **kwargs)
         elif decoder == "transformer":

@@ -93,3 +93,15 @@ def test_padded_batch_gives_the_same_outputs_as_each_clip_alone(decoder):
 def test_unknown_decoder_is_rejected():
     with pytest.raises(ValueError, match="unknown decoder"):
         m.SpeechToText("gru")
+
+
+def test_statement_norm_adds_an_outer_layernorm_per_sub_block():
+    plain, statement = m.SpeechToText("transformer"), m.SpeechToText("transformer",
+                                                                       statement_norm=True)
+    extra = sum(p.numel() for p in statement.parameters()) - \
+        sum(p.numel() for p in plain.parameters())
+    # encoder 2 blocks x 2 sub-blocks, decoder self-attention layer 1 + cross block 2: 7 x 400
+    assert extra == 7 * 400
+    block = m.ResidualAttentionBlock(16, 2, 32, statement_norm=True)
+    out = block(torch.randn(2, 5, 16) * 10 + 3)
+    torch.testing.assert_close(out.mean(-1), torch.zeros(2, 5), atol=1e-5, rtol=0)
