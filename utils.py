@@ -98,6 +98,8 @@ def plot_lines(name: str, curves: Mapping[str, Curve], xlabel: str, ylabel: str,
         ax.plot(xs, ys, label=label, marker=marker)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    if all(isinstance(x, (int, np.integer)) for xs, _ in curves.values() for x in xs):
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # epochs
     if logx:
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no overlapping labels
