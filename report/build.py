@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 REPORT_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = REPORT_DIR / "results"
-SECTIONS = ["header.md", "q1.md"]
+SECTIONS = ["header.md", "q1.md", "q2.md"]
 OUTPUT = REPORT_DIR / "report.md"
 
 PLACEHOLDER = re.compile(r"\{\{\s*(table\s+)?([\w\-]+)((?:\.[\w\-]+)*)\s*(?::\s*([^}]*?))?\s*\}\}")
