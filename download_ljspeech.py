@@ -72,9 +72,9 @@ def synthesise(text: str, voice: dict, workdir: Path) -> tuple[np.ndarray, int]:
     return data.mean(axis=1), rate
 
 
-def render_clip(job: tuple[str, str, dict, str, int]) -> str:
+def render_clip(job: tuple[str, str, dict, str, int, int]) -> str:
     """Render one clip to <wavs>/<id>.wav (written to a temporary name, then renamed)."""
-    clip_id, text, voice, wav_dir, seed = job
+    clip_id, text, voice, wav_dir, seed, index = job
     target = Path(wav_dir) / f"{clip_id}.wav"
     if target.exists():
         return "skipped"
@@ -83,7 +83,7 @@ def render_clip(job: tuple[str, str, dict, str, int]) -> str:
         if rate != SAMPLE_RATE:
             audio = torchaudio.functional.resample(torch.from_numpy(audio), rate,
                                                    SAMPLE_RATE).numpy()
-        rng = np.random.default_rng([seed, int(clip_id.replace("LJ", "").replace("-", ""))])
+        rng = np.random.default_rng([seed, index, 1])  # the noise: a stream of its own
         power = float(np.mean(audio ** 2)) or 1e-8
         audio = audio + rng.normal(0, np.sqrt(power / 10 ** (voice["snr_db"] / 10)),
                                    audio.shape).astype(np.float32)
@@ -120,10 +120,10 @@ def build_tts_corpus(metadata: Path, out_root: Path, seed: int, limit: int | Non
             empty.append(clip.id)
             continue
         voice = choose_voice(seed, index)
-        manifest.append(f"{clip.id}\t{voice['engine']}\t{voice['voice']}\t{voice['rate']}\t"
-                        f"{voice['pitch']}\t{voice['snr_db']}")
-        jobs.append((index, (clip.id, clip.normalized, voice, str(folder / "wavs"), seed),
-                     manifest.pop()))
+        line = (f"{clip.id}\t{voice['engine']}\t{voice['voice']}\t{voice['rate']}\t"
+                f"{voice['pitch']}\t{voice['snr_db']}")
+        jobs.append((index, (clip.id, clip.normalized, voice, str(folder / "wavs"), seed, index),
+                     line))
     if limit:  # the first `limit` clips of each split, so a subset has all three splits
         jobs = [job for start, stop in SPLITS.values()
                 for job in [j for j in jobs if start <= j[0] < stop][:limit]]

@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 import utils
 from download_octmnist import describe, validate_octmnist
-from utils import Timer, add_common_args, configure_seed, fail, plot_lines, write_results
+from utils import (Timer, add_common_args, configure_seed, fail, plot_lines, save_checkpoint,
+                   write_results)
 
 LEARNING_RATES = (0.1, 0.01, 0.001)
 N_CLASSES = 4
@@ -206,10 +207,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def load_splits(data_dir, subset: int | None) -> tuple[dict[str, tuple[torch.Tensor, ...]], dict]:
     """Float32 / int64 tensors of every split (the handed-out ClassificationDataset dtypes)."""
-    path = utils.resolve_data_dir(data_dir) / "octmnist.npz"
-    if not path.exists():
-        raise fail(f"{path} not found: run python download_octmnist.py "
-                   "(offline: --synthetic or --source PATH)")
+    path = utils.oct_data_path(data_dir)
     validate_octmnist(path)
     data = utils.load_oct_data(data_dir)
     tensors = {k: (torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.long))
@@ -281,9 +279,7 @@ def train_runs(learning_rates: list[float], no_maxpool: bool, args: argparse.Nam
                  "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
                  "cuda_rng": torch.cuda.get_rng_state() if args.device.startswith("cuda")
                  else None}
-        checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(state, checkpoint.with_suffix(".tmp"))
-        checkpoint.with_suffix(".tmp").replace(checkpoint)  # never a half-written checkpoint
+        save_checkpoint(state, checkpoint)
     all_losses, val_acc = state["losses"], state["val_acc"]
     losses = torch.stack(all_losses, dim=1)  # (R, epochs, batches)
     running = losses.flatten(1).cumsum(dim=1).view_as(losses)[..., -1] / \

@@ -30,7 +30,8 @@ import utils
 from ljspeech import (FeatureCache, LJSpeech, LogMel, PadCollate, SpeechDataset,
                       TokenVectorizer)
 from q3_model import SpeechToText
-from utils import Timer, add_common_args, configure_seed, fail, plot_lines, write_results
+from utils import (Timer, add_common_args, configure_seed, fail, plot_lines, save_checkpoint,
+                   write_results)
 
 SIMILARITIES = {
     "jaccard_similarity": textdistance.jaccard.normalized_similarity,
@@ -194,9 +195,7 @@ def run(args) -> dict:
                                                   "train_loss": train_loss, "validation": val}],
                  "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "rng": rng_states()}
-        checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(state, checkpoint.with_suffix(".tmp"))
-        checkpoint.with_suffix(".tmp").replace(checkpoint)
+        save_checkpoint(state, checkpoint)
     test_loader = make_loader(corpus, corpus.split("test", args.eval_clips), args,
                               args.eval_batch_size, shuffle=False)
     test, test_pairs = evaluate(model, test_loader, vectorizer, args, "test")

@@ -207,6 +207,14 @@ def write_results(name: str, results: Mapping[str, Any], *, config: Mapping[str,
     return path
 
 
+def save_checkpoint(state: Mapping[str, Any], path: Path) -> None:
+    """torch.save to a temporary name, then rename: an interruption never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
 class Timer:
     """`with Timer() as t: ...; t.seconds` — wall time of a block."""
 
@@ -225,15 +233,21 @@ class Timer:
 OCT_TEST_SUBSET = (182, 55, 42, 250)  # first images of classes 0..3 kept by eq_test_dist=False
 
 
+def oct_data_path(data_dir: str | os.PathLike | None = None) -> Path:
+    """<data_dir>/octmnist.npz, or a one-line error saying how to get it."""
+    path = resolve_data_dir(data_dir) / "octmnist.npz"
+    if not path.exists():
+        raise fail(f"{path} not found: run python download_octmnist.py "
+                   "(offline: --synthetic or --source PATH)")
+    return path
+
+
 def load_oct_data(data_dir: str | os.PathLike | None = None, bias: bool = False,
                   eq_test_dist: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Load <data_dir>/octmnist.npz like the handed-out loader: images flattened to (N, 784)
     and divided by 256, labels 1-D. Unless `eq_test_dist`, "test" is the handed-out
     class-imbalanced 529-image subset; "test_full" is always the whole test split."""
-    path = resolve_data_dir(data_dir) / "octmnist.npz"
-    if not path.exists():
-        raise fail(f"{path} not found: run python download_octmnist.py "
-                   "(offline: --synthetic or --source PATH)")
+    path = oct_data_path(data_dir)
     try:
         with np.load(path) as data:
             split = {name: (data[f"{key}_images"].reshape(len(data[f"{key}_images"]), -1) / 256,
