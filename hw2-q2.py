@@ -388,8 +388,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("-real_images", default=None,
                         help="the 80 genuine Kermany OCT images to score as a check "
                              "(default: octmnist_kermany.npz in -data_dir or $HW2_DATA_DIR)")
-    parser.add_argument("-threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice)")
     parser.add_argument("-checkpoint_dir", default="checkpoints/q2",
                         help="where each epoch's training state and finished runs are kept "
                              "(default: %(default)s)")
@@ -399,7 +397,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("-device", default="cpu",
                         help="torch device, e.g. cuda (default: %(default)s, as handed out)")
     parser.add_argument("-no_progress", action="store_true", help="no progress bars")
-    add_common_args(parser)
+    add_common_args(parser, threads=True)
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1 or not 0 <= args.dropout < 1:
         parser.error("need -epochs >= 1, -batch_size >= 1 and 0 <= -dropout < 1")
@@ -422,10 +420,7 @@ def find_real_images(args) -> Path | None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    if args.out_dir:
-        utils.set_output_root(args.out_dir)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    utils.apply_common_args(args)
     splits, data_info = load_splits(args.data_dir, args.subset)
     splits = {k: tuple(t.to(args.device) for t in v) for k, v in splits.items()}
     real_path = find_real_images(args)

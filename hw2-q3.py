@@ -10,14 +10,17 @@ jaccard / cosine / Damerau-Levenshtein on token-id lists cut at the stop token) 
 character error rates (jiwer). -fast pads each batch to its longest clip with key-padding masks
 and decodes with a key/value cache (faithful by default: every clip padded to 2754 frames).
 
-Writes report/results/q3-<decoder>.json, its test log, and plots/q3-<decoder>-*.{png,pdf};
-a checkpoint after every epoch lets -resume continue an interrupted run to the same result.
+Writes report/results/q3-<decoder>.json, its test log, plots/q3-<decoder>-*.{png,pdf}, and
+q3-<decoder>-analysis.json (Q3.3 attention maps, Q3.4 similarity counts on the first test
+clips); a checkpoint after every epoch lets -resume continue an interrupted run to the same
+result.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -90,9 +93,9 @@ def make_scheduler(optimizer, epochs: int):
     ], milestones=[warmup])
 
 
-def teacher_forced_loss(model: SpeechToText, audio, text, lengths) -> torch.Tensor:
-    """Cross-entropy (label smoothing 0.1, padding positions included, as handed out)."""
-    logits = model(audio, text[:, :-1], lengths)
+def teacher_forced_loss(logits: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the logits for text[:, :-1] against text[:, 1:] (label smoothing 0.1,
+    padding positions included, as handed out)."""
     return F.cross_entropy(logits, text[:, 1:], label_smoothing=0.1)
 
 
@@ -104,7 +107,7 @@ def train_epoch(model, loader, optimizer, args) -> float:
         audio, text = audio.to(args.device), text.to(args.device)
         lengths = lengths.to(args.device) if args.fast else None
         optimizer.zero_grad()
-        loss = teacher_forced_loss(model, audio, text, lengths)
+        loss = teacher_forced_loss(model(audio, text[:, :-1], lengths), text)
         loss.backward()
         optimizer.step()
         total, count = total + loss.item(), count + 1
@@ -120,8 +123,10 @@ def evaluate(model, loader, vectorizer, args, desc="eval") -> tuple[dict, list[t
     for audio, text, lengths in tqdm(loader, leave=False, disable=args.no_progress, desc=desc):
         audio, text = audio.to(args.device), text.to(args.device)
         lengths = lengths.to(args.device) if args.fast else None
-        losses.append(teacher_forced_loss(model, audio, text, lengths).item())
-        generated = model.generate(audio, lengths, use_cache=args.fast)
+        latent, padding = model.encode(audio, lengths)  # once for the loss and the decoding
+        losses.append(teacher_forced_loss(model.decode(text[:, :-1], latent, padding), text).item())
+        generated = model.greedy(latent, padding, use_cache=args.fast,
+                                 stop_token=STOP if args.fast else None)
         batch_sums, batch_pairs = string_scores(text.cpu(), generated.cpu(), vectorizer)
         sums = {k: sums[k] + batch_sums[k] for k in sums}
         pairs += batch_pairs
@@ -153,9 +158,33 @@ def set_rng_states(states: dict) -> None:
     random.setstate(states["python"])
 
 
-def run(args) -> dict:
+def build_model(args) -> SpeechToText:
+    return SpeechToText(args.decoder, encoder_layers=args.encoder_layers,
+                        hidden_dim=args.hidden_dim, feed_fwd_dim=args.ff_dim,
+                        statement_norm=args.statement_norm).to(args.device)
+
+
+def checkpoint_path(args) -> Path:
+    return Path(args.checkpoint_dir) / f"q3-{args.decoder}-seed{args.seed}.pt"
+
+
+def restore_model(args) -> SpeechToText:
+    """The model of the last finished epoch in -checkpoint_dir."""
+    checkpoint, model = checkpoint_path(args), build_model(args)
+    if not checkpoint.exists():
+        raise fail(f"no checkpoint {checkpoint}: train first (without -analysis_only)")
+    model.load_state_dict(torch.load(checkpoint, weights_only=False)["model"])
+    return model
+
+
+def open_corpus(args) -> LJSpeech:
+    return LJSpeech(utils.resolve_data_dir(args.data_dir) / "LJSpeech-1.1")
+
+
+def run(args) -> tuple[dict, SpeechToText, LJSpeech]:
+    """Train (or resume), validating after every epoch, then test: (results, model, corpus)."""
     configure_seed(args.seed)
-    corpus = LJSpeech(utils.resolve_data_dir(args.data_dir) / "LJSpeech-1.1")
+    corpus = open_corpus(args)
     real_corpus = find_real_corpus(args, corpus)
     loaders = {
         "train": make_loader(corpus, corpus.split("train", args.train_clips), args,
@@ -163,13 +192,11 @@ def run(args) -> dict:
         "validation": make_loader(corpus, corpus.split("validation", args.eval_clips), args,
                                   args.eval_batch_size, shuffle=False),
     }
-    model = SpeechToText(args.decoder, encoder_layers=args.encoder_layers,
-                         hidden_dim=args.hidden_dim, feed_fwd_dim=args.ff_dim,
-                         statement_norm=args.statement_norm).to(args.device)
+    model = build_model(args)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
     scheduler = make_scheduler(optimizer, args.epochs)
     vectorizer = TokenVectorizer()
-    checkpoint = Path(args.checkpoint_dir) / f"q3-{args.decoder}-seed{args.seed}.pt"
+    checkpoint = checkpoint_path(args)
     state = {"epoch": 0, "history": [], "seconds": 0.0}
     if args.resume and checkpoint.exists():
         state = torch.load(checkpoint, weights_only=False)
@@ -215,7 +242,111 @@ def run(args) -> dict:
         test_pairs = test_pairs + [("[genuine] " + t, p) for t, p in real_pairs]
     results["test_log"] = write_test_log(args.decoder, test_pairs)
     print("test: " + json.dumps({k: round(v, 4) for k, v in test.items()}))
-    return results
+    return results, model, corpus
+
+
+# ---------------------------------------------------------------------------------------------
+# Q3.3 / Q3.4 analysis: how each decoder reads the audio and the text so far; what each
+# similarity counts
+# ---------------------------------------------------------------------------------------------
+ANALYSIS_CLIPS = 32
+
+
+def first_stop(row: list[int]) -> int:
+    """Index of the first stop token after the start token (the last index when none)."""
+    return row.index(STOP, 1) if STOP in row[1:] else len(row) - 1
+
+
+def analysis(model: SpeechToText, corpus: LJSpeech, args) -> dict:
+    """Decode the first ANALYSIS_CLIPS test clips greedily, record the decoder's attention
+    while it re-reads its own transcript, summarise it and draw the shortest clip's maps;
+    take the three similarities of that clip apart (Q3.4's worked example).
+
+    Cross-attention: the encoder frame each output character attends to most (heads
+    averaged) and how well that peak follows the character's position (Pearson r; near 1 =
+    the decoder reads the audio left to right, an alignment). Self-attention (attention
+    decoder only): how far back, in characters, each position looks on average.
+    """
+    loader = make_loader(corpus, corpus.split("test", ANALYSIS_CLIPS), args, ANALYSIS_CLIPS,
+                         shuffle=False)
+    audio, text, lengths = next(iter(loader))
+    model.eval()
+    latent, padding = model.encode(audio.to(args.device),
+                                   lengths.to(args.device) if args.fast else None)
+    tokens = model.greedy(latent, padding, use_cache=True)
+    maps = {k: v.mean(dim=1).cpu() for k, v in
+            model.attention_maps(tokens[:, :-1], latent, padding).items()}  # heads averaged
+    frames = ((lengths + 1) // 2).tolist()  # encoder frames that hold the clip (no padding)
+    correlations, lookbacks, rows = [], [], tokens.tolist()
+    for i, row in enumerate(rows):
+        n = first_stop(row)  # query positions 0..n-1 write the characters 1..n
+        peaks = maps["cross"][i, :n, :frames[i]].argmax(dim=-1).float()
+        if n >= 3 and peaks.std() > 0:
+            correlations.append(float(np.corrcoef(np.arange(n), peaks.numpy())[0, 1]))
+        if "self" in maps:
+            distance = torch.arange(n)[:, None] - torch.arange(n)[None, :]
+            lookbacks.append(float((maps["self"][i, :n, :n] * distance.clamp(min=0)).sum() / n))
+    shortest = int(np.argmin(frames))
+    plot_attention(args.decoder, maps, rows[shortest], frames[shortest], shortest)
+    attention = {"clips": len(rows), "cross_peak_position_correlation_mean":
+                 float(np.mean(correlations)) if correlations else None,
+                 "clips_with_a_correlation": len(correlations),
+                 "example_clip": loader.dataset.clips[shortest].id}
+    if lookbacks:
+        attention["self_mean_lookback_characters"] = float(np.mean(lookbacks))
+    return {"attention": attention,
+            "similarities": similarity_anatomy(text.tolist(), rows, shortest)}
+
+
+def similarity_anatomy(targets: list[list[int]], generated: list[list[int]],
+                       example: int) -> dict:
+    """The counts behind each similarity, for one clip, and how the three rank on every clip.
+
+    On the token lists the metrics see (cut at the stop token): with bags (multisets) A, B of
+    sizes m, n, I = |A & B| and U = |A | B|, jaccard = I / U and cosine = I / sqrt(mn) (both
+    blind to order), Damerau-Levenshtein = 1 - d / max(m, n) with d the edit distance
+    (insertions, deletions, substitutions, adjacent swaps). Since U >= max(m, n) >= sqrt(mn)
+    and d >= max(m, n) - I, cosine >= I / max(m, n) >= both others on every pair.
+    """
+    rows = []
+    for target, gen in zip(targets, generated):
+        target, gen = cut_at_stop(target, gen)
+        a, b = Counter(target), Counter(gen)
+        rows.append({"m": len(target), "n": len(gen), "intersection": sum((a & b).values()),
+                     "union": sum((a | b).values()),
+                     "edit_distance": textdistance.damerau_levenshtein.distance(target, gen),
+                     **{name: sim(target, gen) for name, sim in SIMILARITIES.items()}})
+    vectorizer = TokenVectorizer()
+    target, gen = cut_at_stop(targets[example], generated[example])
+    return {"example": {"target": vectorizer.decode(target), "prediction": vectorizer.decode(gen),
+                        **rows[example]},
+            "clips": len(rows),
+            "cosine_highest": sum(r["cosine_similarity"] >= max(
+                r["jaccard_similarity"], r["damerau-levenshtein_similarity"]) - 1e-12
+                for r in rows),
+            "damerau_levenshtein_below_jaccard": sum(
+                r["damerau-levenshtein_similarity"] < r["jaccard_similarity"] for r in rows),
+            "mean": {name: float(np.mean([r[name] for r in rows])) for name in SIMILARITIES}}
+
+
+def plot_attention(decoder: str, maps: dict, row: list[int], frames: int, index: int) -> None:
+    import matplotlib.pyplot as plt
+    n = first_stop(row)
+    chars = [c if c != " " else "␣" for c in TokenVectorizer().decode(row[1:n + 1])]
+    panels = [("cross", "cross-attention over the audio", "encoder frame")]
+    if "self" in maps:
+        panels.append(("self", "causal self-attention over the text", "input character"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 0.12 * n + 2),
+                             squeeze=False)
+    for ax, (name, title, xlabel) in zip(axes[0], panels):
+        weights = maps[name][index, :n, :frames if name == "cross" else n]
+        ax.imshow(weights.numpy(), aspect="auto", cmap="viridis", interpolation="nearest")
+        ax.set_yticks(range(n), chars, fontsize=5)
+        if name == "self":
+            ax.set_xticks(range(n), ["<"] + chars[:-1], fontsize=5)
+        ax.set(title=f"{decoder} decoder: {title}", xlabel=xlabel,
+               ylabel="character written (greedy decoding)")
+    utils.save_figure(fig, f"q3-{decoder}-attention")
 
 
 def is_tts(corpus: LJSpeech) -> bool:
@@ -302,9 +433,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("-eval_clips", type=int, default=None,
                         help="use only the first N validation and test clips")
     parser.add_argument("-fast", action="store_true",
-                        help="pad each batch to its longest clip with key-padding masks, and "
-                             "decode with a key/value cache (default: handed-out padding to "
-                             "2754 frames, prefix recomputation)")
+                        help="pad each batch to its longest clip with key-padding masks, "
+                             "decode with a key/value cache and stop once every clip has "
+                             "emitted the stop token (default: handed-out padding to 2754 "
+                             "frames, prefix recomputation, all 98 steps)")
     parser.add_argument("-real_dir", default=None,
                         help="LJ-layout folder of genuine recordings scored separately "
                              "(default: LJSpeech-1.1 in $HW2_DATA_DIR when it is not the "
@@ -316,8 +448,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("-resume", action="store_true",
                         help="continue from the last finished epoch in -checkpoint_dir")
     parser.add_argument("-device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("-analysis_only", action="store_true",
+                        help="skip training: load the last checkpoint and redo only the "
+                             "Q3.3 attention maps and the Q3.4 similarity breakdown")
     parser.add_argument("-no_progress", action="store_true", help="no progress bars")
-    add_common_args(parser)
+    add_common_args(parser, threads=True)
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1 or args.eval_batch_size < 1:
         parser.error("need -epochs, -batch_size and -eval_batch_size >= 1")
@@ -326,16 +461,25 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    if args.out_dir:
-        utils.set_output_root(args.out_dir)
+    utils.apply_common_args(args)
+    if not args.analysis_only:
+        with Timer() as wall:
+            results, model, corpus = run(args)
+        data = results.pop("data")
+        path = write_results(f"q3-{args.decoder}", results, config=vars(args), seed=args.seed,
+                             data=data, wall_time_s=wall.seconds)
+        plot_history(args.decoder, results["history"])
+        plot_both_decoders()
+        print(f"wrote {path} ({wall.seconds:.0f} s)")
+    else:
+        model, corpus = restore_model(args), open_corpus(args)
     with Timer() as wall:
-        results = run(args)
-    data = results.pop("data")
-    path = write_results(f"q3-{args.decoder}", results, config=vars(args), seed=args.seed,
-                         data=data, wall_time_s=wall.seconds)
-    plot_history(args.decoder, results["history"])
-    plot_both_decoders()
-    print(f"wrote {path} ({wall.seconds:.0f} s)")
+        summary = analysis(model, corpus, args)
+    path = write_results(f"q3-{args.decoder}-analysis", summary, config=vars(args),
+                         seed=args.seed, data={"corpus": corpus.describe(),
+                                               "synthetic_speech": is_tts(corpus)},
+                         wall_time_s=wall.seconds)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

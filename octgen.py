@@ -57,7 +57,8 @@ def _u(rng: np.random.Generator, low: float, high: float, n: int, *extra: int) -
 def _smooth_noise(rng: np.random.Generator, n: int, coarse: int) -> np.ndarray:
     """Low-frequency texture in [-1, 1]: coarse noise upsampled bilinearly to SIZE x SIZE."""
     noise = torch.from_numpy(rng.uniform(-1, 1, size=(n, 1, coarse, coarse)).astype(np.float32))
-    return F.interpolate(noise, size=(SIZE, SIZE), mode="bilinear", align_corners=False)[:, 0].numpy()
+    smooth = F.interpolate(noise, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+    return smooth[:, 0].numpy()
 
 
 def _bumps(x: np.ndarray, rng: np.random.Generator, n: int, count: int, height, width_range,

@@ -35,6 +35,7 @@ class MultiHeadAttention(nn.Module):
         self._key = nn.Linear(hidden_dim, hidden_dim, bias=False)
         self._value = nn.Linear(hidden_dim, hidden_dim)
         self._out = nn.Linear(hidden_dim, hidden_dim)
+        self.recorded: list[Tensor] | None = None  # set to a list to collect attention weights
 
     def forward(self, x: Tensor, xa: Tensor | None = None, mask: Tensor | None = None,
                 key_padding: Tensor | None = None, cache: dict | None = None) -> Tensor:
@@ -71,6 +72,8 @@ class MultiHeadAttention(nn.Module):
         if key_padding is not None:
             scores = scores.masked_fill(key_padding[:, None, None, :], float("-inf"))
         weights = F.softmax(scores.float(), dim=-1).to(q.dtype)
+        if self.recorded is not None:
+            self.recorded.append(weights.detach())
         return (weights @ v).permute(0, 2, 1, 3).flatten(start_dim=2)
 
 
@@ -232,22 +235,55 @@ class SpeechToText(nn.Module):
 
     def forward(self, audio: Tensor, text: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Teacher forcing: audio (B, 80, T), input tokens (B, T_d) -> logits (B, 35, T_d)."""
-        latent, padding = self._enc(audio, lengths)
+        return self.decode(text, *self.encode(audio, lengths))
+
+    def encode(self, audio: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """The encoder's output and its key-padding mask (see AudioEncoderTransformer)."""
+        return self._enc(audio, lengths)
+
+    def decode(self, text: Tensor, latent: Tensor, padding: Tensor | None = None) -> Tensor:
+        """Teacher-forced logits (B, 35, T_d) over an encoded batch."""
         if self.decoder_type == "lstm":
             return self._dec(text, latent, latent_padding=padding)[0]
         return self._dec(text, latent, latent_padding=padding)
 
     @torch.no_grad()
+    def attention_maps(self, tokens: Tensor, latent: Tensor,
+                       padding: Tensor | None = None) -> dict[str, Tensor]:
+        """The decoder's attention weights in a teacher-forced pass over `tokens` (B, T):
+        'cross' (B, heads, T, frames) over the encoder output and, for the attention decoder,
+        'self' (B, heads, T, T) over the text so far."""
+        layers = {"cross": self._dec._cross_att._att}
+        if self.decoder_type == "transformer":
+            layers["self"] = self._dec._att._att
+        for layer in layers.values():
+            layer.recorded = []
+        try:
+            self.decode(tokens, latent, padding)
+            return {name: layer.recorded[0] for name, layer in layers.items()}
+        finally:
+            for layer in layers.values():
+                layer.recorded = None
+
+    @torch.no_grad()
     def generate(self, audio: Tensor, lengths: Tensor | None = None,
-                 use_cache: bool = False) -> Tensor:
-        """Greedy decoding of max_text_len - 1 steps from the start token: (B, max_text_len).
+                 use_cache: bool = False, stop_token: int | None = None) -> Tensor:
+        """Greedy decoding of max_text_len - 1 steps from the start token: (B, max_text_len)."""
+        return self.greedy(*self.encode(audio, lengths), use_cache, stop_token)
+
+    @torch.no_grad()
+    def greedy(self, latent: Tensor, padding: Tensor | None = None, use_cache: bool = False,
+               stop_token: int | None = None) -> Tensor:
+        """Greedy decoding over an encoded batch (so evaluation runs the encoder once).
 
         As handed out, the LSTM decoder is fed the last token with its carried state and the
         attention decoder the whole prefix, recomputed each step; `use_cache` feeds the
         attention decoder only the last token and reuses cached keys and values instead.
+        With `stop_token`, decoding ends once every sequence has emitted it and the remaining
+        positions are filled with it: everything up to each first stop token is unchanged,
+        and the metrics read nothing after it.
         """
-        latent, padding = self._enc(audio, lengths)
-        text = torch.zeros(audio.shape[0], 1, dtype=torch.long, device=audio.device)
+        text = torch.zeros(latent.shape[0], 1, dtype=torch.long, device=latent.device)
         state, cache = None, {} if (use_cache or self.decoder_type == "lstm") else None
         for step in range(self.max_text_len - 1):
             if self.decoder_type == "lstm":
@@ -257,4 +293,6 @@ class SpeechToText(nn.Module):
             else:
                 logits = self._dec(text, latent, padding)
             text = torch.cat([text, logits[:, :, -1].argmax(dim=1, keepdim=True)], dim=1)
+            if stop_token is not None and (text[:, 1:] == stop_token).any(dim=1).all():
+                return F.pad(text, (0, self.max_text_len - text.shape[1]), value=stop_token)
         return text

@@ -65,16 +65,28 @@ def resolve_data_dir(flag_value: str | os.PathLike | None = None) -> Path:
     return Path("data")
 
 
-def add_common_args(parser, seed: int = 42, data: bool = True) -> None:
-    """Add the flags every script shares: -seed, -out_dir and (if it reads data) -data_dir."""
+def add_common_args(parser, seed: int = 42, data: bool = True, threads: bool = False) -> None:
+    """Add the flags every script shares: -seed, -out_dir, and -data_dir (if it reads data)
+    and -threads (if it trains); apply_common_args acts on them."""
     if data:
         parser.add_argument(
             "-data_dir", default=None,
             help=f"folder holding the data sets (default: ${DATA_DIR_ENV}, else ./data)")
+    if threads:
+        parser.add_argument("-threads", type=int, default=None,
+                            help="torch CPU threads (default: torch's choice)")
     parser.add_argument("-seed", type=int, default=seed, help="random seed (default: %(default)s)")
     parser.add_argument(
         "-out_dir", default=None,
         help="write plots/ and report/results/ under this folder instead of the repository")
+
+
+def apply_common_args(args) -> None:
+    """Redirect the outputs (-out_dir) and set torch's CPU threads (-threads) as asked."""
+    if args.out_dir:
+        set_output_root(args.out_dir)
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
 
 
 Curve = tuple[Sequence[float], Sequence[float]]

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Build report/report.md from the templates in report/src/ and the results files.
+"""Build report/report.md from the templates in report/src/ and the results files, and the
+README's "results at a glance" table between its markers.
 
 Templates are Markdown with two kinds of placeholders, filled from report/results/*.json:
   {{ q1.results.slope_softmax :.2f }}   a value: results file `q1.json`, then a dotted path
@@ -19,8 +20,11 @@ from typing import Any, Callable
 
 REPORT_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = REPORT_DIR / "results"
-SECTIONS = ["header.md", "q1.md", "q2.md"]
+SECTIONS = ["header.md", "q1.md", "q2.md", "q3.md", "closing.md"]
 OUTPUT = REPORT_DIR / "report.md"
+README = REPORT_DIR.parent / "README.md"
+GLANCE_BEGIN = "<!-- results-at-a-glance: begin -->"
+GLANCE_END = "<!-- results-at-a-glance: end -->"
 
 PLACEHOLDER = re.compile(r"\{\{\s*(table\s+)?([\w\-]+)((?:\.[\w\-]+)*)\s*(?::\s*([^}]*?))?\s*\}\}")
 
@@ -116,6 +120,64 @@ def table_q2_params(res: Results) -> str:
     return markdown_table(["layer", "max-pool (Q2.1)", "no max-pool (Q2.2)"], rows)
 
 
+Q3_DECODERS = {"q3-lstm": "LSTM (Q3.1)", "q3-transformer": "attention (Q3.2)"}
+Q3_METRICS = ["loss", "jaccard_similarity", "cosine_similarity",
+              "damerau-levenshtein_similarity", "wer", "cer"]
+
+
+def table_q3_test(res: Results) -> str:
+    rows = []
+    for name, label in Q3_DECODERS.items():
+        real, n_test = res.get(name, "results.real_clips"), res.get(
+            name, "data.corpus.splits.test.with_audio")
+        for data, metrics in ((f"synthetic test split ({n_test:,} clips)",
+                               res.get(name, "results.test")),
+                              (f"genuine recordings ({real['clips']} clips)", real["metrics"])):
+            rows.append([label, data] + [f"{metrics[k]:.4f}" for k in Q3_METRICS])
+    return markdown_table(["decoder", "data", "loss", "Jaccard", "cosine", "Damerau-Levenshtein",
+                           "WER", "CER"], rows)
+
+
+def table_q3_params(res: Results) -> str:
+    rows = [[label] + [f"{res.get(name, 'results.parameters.' + part):,}"
+                       for part in ("encoder", "decoder", "total")]
+            for name, label in Q3_DECODERS.items()]
+    return markdown_table(["model", "encoder", "decoder", "total trainable parameters"], rows)
+
+
+def table_q3_similarity_example(res: Results) -> str:
+    rows = []
+    for name, label in Q3_DECODERS.items():
+        e = res.get(f"{name}-analysis", "results.similarities.example")
+        rows.append([label, f"`{e['target']}`", f"`{e['prediction']}`", e["m"], e["n"],
+                     e["intersection"], e["union"], e["edit_distance"],
+                     f"{e['jaccard_similarity']:.4f}", f"{e['cosine_similarity']:.4f}",
+                     f"{e['damerau-levenshtein_similarity']:.4f}"])
+    return markdown_table(["decoder", "target", "prediction", "m", "n", "I", "U", "d",
+                           "Jaccard = I/U", "cosine = I/sqrt(mn)", "D-L = 1 - d/max(m,n)"], rows)
+
+
+def table_glance(res: Results) -> str:
+    """The README's "results at a glance" (build() writes it between the README's markers)."""
+    worst = max(r["max_abs_err"] for r in res.get("q1", "results.feature_map"))
+    rows = [["Q1", "feature map: worst error of phi(q)^T phi(k) vs the series (13 (D, K) pairs)",
+             f"{worst:.1e}", "float64 random vectors"],
+            ["Q1", "measured crossover length, linear form faster (D=32, K=3)",
+             f"{res.get('q1', 'results.crossover_L'):.0f}", "timings, this CPU"]]
+    q2 = res.get("q2", "results")
+    for key, label in (("q2_1", "max-pool"), ("q2_2", "no max-pool")):
+        rows.append(["Q2", f"test accuracy, {label}, lr {q2['best_learning_rate']} "
+                     "(529-image subset / all 1,000)",
+                     f"{q2[key]['test_acc']:.4f} / {q2[key]['test_acc_full']:.4f}",
+                     "synthetic OCTMNIST stand-in"])
+    for name, label in Q3_DECODERS.items():
+        test = res.get(name, "results.test")
+        rows.append(["Q3", f"{label}: test Damerau-Levenshtein similarity / CER",
+                     f"{test['damerau-levenshtein_similarity']:.4f} / {test['cer']:.4f}",
+                     f"synthetic speech, {res.get(name, 'config.train_clips')} training clips"])
+    return markdown_table(["question", "result", "value", "data"], rows)
+
+
 TABLES: dict[str, Callable[[Results], str]] = {
     name.removeprefix("table_"): fn for name, fn in globals().items() if name.startswith("table_")
 }
@@ -133,10 +195,25 @@ def render(text: str, res: Results) -> str:
     return PLACEHOLDER.sub(substitute, text)
 
 
-def build(results_dir: Path = RESULTS_DIR, output: Path = OUTPUT) -> Path:
+def with_glance(readme: str, res: Results) -> str:
+    """The README text with its results-at-a-glance block regenerated."""
+    start, end = readme.find(GLANCE_BEGIN), readme.find(GLANCE_END)
+    if start < 0 or end < start:
+        raise BuildError(f"README.md lacks the markers {GLANCE_BEGIN} ... {GLANCE_END}")
+    return (readme[:start + len(GLANCE_BEGIN)] + "\n" + table_glance(res) + "\n"
+            + readme[end:])
+
+
+def build(results_dir: Path = RESULTS_DIR, output: Path = OUTPUT,
+          readme: Path | None = README) -> Path:
+    """Write the report (and, unless readme is None, the README's results table)."""
     res = Results(results_dir)
     parts = [render((REPORT_DIR / "src" / name).read_text(), res) for name in SECTIONS]
-    output.write_text("\n\n".join(p.strip() for p in parts) + "\n")
+    text = "\n\n".join(p.strip() for p in parts) + "\n"
+    new_readme = with_glance(readme.read_text(), res) if readme is not None else None
+    output.write_text(text)
+    if new_readme is not None:
+        readme.write_text(new_readme)
     return output
 
 

@@ -105,3 +105,34 @@ def test_statement_norm_adds_an_outer_layernorm_per_sub_block():
     block = m.ResidualAttentionBlock(16, 2, 32, statement_norm=True)
     out = block(torch.randn(2, 5, 16) * 10 + 3)
     torch.testing.assert_close(out.mean(-1), torch.zeros(2, 5), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("decoder", ["lstm", "transformer"])
+def test_stopping_early_keeps_every_token_up_to_the_first_stop(decoder):
+    model = tiny(decoder, seed=2)
+    audio = torch.rand(3, 8, 40)
+    full = model.generate(audio)
+    # the stop token: one that every row emits, so that decoding can end before the last step
+    stop = min(set.intersection(*(set(row[1:].tolist()) for row in full)))
+    early = model.generate(audio, use_cache=True, stop_token=stop)
+    assert early.shape == full.shape and not torch.equal(early, full)
+    for row_full, row_early in zip(full, early):
+        end = row_full[1:].tolist().index(stop) + 2
+        assert torch.equal(row_early[:end], row_full[:end])
+        assert (row_early[end:] == stop).all()
+
+
+@pytest.mark.parametrize("decoder", ["lstm", "transformer"])
+def test_attention_maps_are_distributions_and_the_self_attention_is_causal(decoder):
+    model = tiny(decoder)
+    latent, padding = model.encode(torch.rand(2, 8, 40), torch.tensor([40, 22]))
+    tokens = torch.randint(0, 35, (2, 11))
+    maps = model.attention_maps(tokens, latent, padding)
+    assert sorted(maps) == (["cross"] if decoder == "lstm" else ["cross", "self"])
+    assert maps["cross"].shape == (2, 2, 11, 20)
+    torch.testing.assert_close(maps["cross"].sum(-1), torch.ones(2, 2, 11))
+    assert (maps["cross"][1, :, :, 11:] == 0).all()  # the second clip's padding gets nothing
+    if decoder == "transformer":
+        assert maps["self"].shape == (2, 2, 11, 11)
+        assert (maps["self"].triu(1) == 0).all()
+    assert model._dec._cross_att._att.recorded is None  # recording switched off again

@@ -64,7 +64,7 @@ def test_tiny_model_overfits_four_clips(decoder):
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(300):
         optimizer.zero_grad()
-        q3.teacher_forced_loss(model, audio, texts, None).backward()
+        q3.teacher_forced_loss(model(audio, texts[:, :-1]), texts).backward()
         optimizer.step()
     model.eval()
     for use_cache in (False, True):
@@ -130,6 +130,40 @@ def test_faithful_run_writes_results_plots_and_log(tiny_corpus, tmp_path):
     assert (tmp_path / "out" / "plots" / "q3-transformer-loss.png").exists()
     log = (tmp_path / "out" / "report" / "results" / "q3-transformer-test-log.txt").read_text()
     assert log.count("target: ") == 2 and "target: iota" in log
+
+
+def attention_summary(tmp_path, name):
+    path = tmp_path / name / "report" / "results" / "q3-transformer-analysis.json"
+    return json.loads(path.read_text())["results"]
+
+
+@pytest.mark.parametrize("fast", [[], ["-fast"]])
+def test_analysis_after_training_and_from_the_checkpoint_agree(tiny_corpus, tmp_path,
+                                                                         fast):
+    checkpoint = ["-checkpoint_dir", str(tmp_path / "ck")]
+    q3.main(cli(tiny_corpus, tmp_path, "trained", "-epochs", "1", *fast, *checkpoint))
+    q3.main(cli(tiny_corpus, tmp_path, "again", "-analysis_only", *fast, *checkpoint))
+    trained, again = attention_summary(tmp_path, "trained"), attention_summary(tmp_path, "again")
+    assert trained == again  # the same checkpoint, the same analysis
+    attention, similarities = trained["attention"], trained["similarities"]
+    assert attention["clips"] == similarities["clips"] == 2  # the whole two-clip test split
+    assert "self_mean_lookback_characters" in attention
+    example = similarities["example"]
+    assert example["target"] in ("<iota>", "<rho>")
+    assert example["jaccard_similarity"] == pytest.approx(
+        example["intersection"] / example["union"])
+    assert example["cosine_similarity"] == pytest.approx(
+        example["intersection"] / (example["m"] * example["n"]) ** 0.5)
+    assert example["damerau-levenshtein_similarity"] == pytest.approx(
+        1 - example["edit_distance"] / max(example["m"], example["n"]))
+    assert similarities["cosine_highest"] == 2
+    assert (tmp_path / "again" / "plots" / "q3-transformer-attention.png").exists()
+
+
+def test_analysis_only_without_a_checkpoint_is_a_clear_error(tiny_corpus, tmp_path):
+    with pytest.raises(SystemExit, match="no checkpoint .*train first"):
+        q3.main(cli(tiny_corpus, tmp_path, "x", "-analysis_only",
+                    "-checkpoint_dir", str(tmp_path / "none")))
 
 
 def test_no_audio_for_a_split_is_a_clear_error(tiny_corpus, tmp_path):
