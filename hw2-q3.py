@@ -308,16 +308,15 @@ def similarity_anatomy(targets: list[list[int]], generated: list[list[int]],
     (insertions, deletions, substitutions, adjacent swaps). Since U >= max(m, n) >= sqrt(mn)
     and d >= max(m, n) - I, cosine >= I / max(m, n) >= both others on every pair.
     """
-    rows = []
-    for target, gen in zip(targets, generated):
-        target, gen = cut_at_stop(target, gen)
+    rows, cut = [], [cut_at_stop(t, g) for t, g in zip(targets, generated)]
+    for target, gen in cut:
         a, b = Counter(target), Counter(gen)
         rows.append({"m": len(target), "n": len(gen), "intersection": sum((a & b).values()),
                      "union": sum((a | b).values()),
                      "edit_distance": textdistance.damerau_levenshtein.distance(target, gen),
                      **{name: sim(target, gen) for name, sim in SIMILARITIES.items()}})
     vectorizer = TokenVectorizer()
-    target, gen = cut_at_stop(targets[example], generated[example])
+    target, gen = cut[example]
     return {"example": {"target": vectorizer.decode(target), "prediction": vectorizer.decode(gen),
                         **rows[example]},
             "clips": len(rows),
