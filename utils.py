@@ -191,6 +191,12 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def script_path() -> str:
+    """The running script as typed from the repository root (bench/q2_bench.py, hw2-q2.py)."""
+    script = Path(sys.argv[0]).resolve()
+    return str(script.relative_to(REPO_DIR)) if script.is_relative_to(REPO_DIR) else script.name
+
+
 def write_results(name: str, results: Mapping[str, Any], *, config: Mapping[str, Any],
                   seed: int, data: Any, wall_time_s: float,
                   results_dir: Path | None = None) -> Path:
@@ -203,7 +209,7 @@ def write_results(name: str, results: Mapping[str, Any], *, config: Mapping[str,
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {
         "name": name,
-        "command": "python " + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": "python " + " ".join([script_path(), *sys.argv[1:]]),
         "config": dict(config),
         "seed": seed,
         "data": data,

@@ -1,23 +1,28 @@
 #!/usr/bin/env python
 """Q2 training speed: a replica of the handed-out loop against this project's, side by side.
 
-Both train the Q2.1 network from the same seed on the same images for the same steps:
+Both train the Q2 networks from the same seed on the same images for the same steps:
   handed-out  DataLoader(shuffle=True) over a per-item Dataset, torch.optim.SGD, and after each
               epoch an evaluation of the whole validation split in one forward pass with
-              autograd on (hw2-q2.py of the course);
+              autograd on (hw2-q2.py of the course), one run at a time;
   this repo   whole splits as tensors sliced by the same permutation, evaluation under no_grad
-              in large batches, and (for the sweep) the learning rates trained side by side as
-              one StackedCNN.
-It prints seconds per run, the speed ratio, and how far the final weights and the per-step
-losses are from the handed-out loop's (same shuffling and dropout masks, so they agree up to
-float rounding of different kernels).
+              in large batches, convolutions without oneDNN while training, and for the sweep
+              the three learning rates side by side as one StackedCNN; `hw2-q2.py -sweep
+              -jobs 2` also trains the two networks in two processes of one thread each.
+It prints milliseconds per step and run and the speed-up of each way for both networks, and
+how far the final weights and the per-step losses are from the handed-out loop's. Same
+shuffling and dropout masks, so the updates agree up to float rounding of different kernels;
+over many steps at a large learning rate SGD amplifies rounding, so the bench also prints, for
+scale, how far the handed-out loop drifts from itself when only its convolution kernel changes.
+Writes report/results/q2-bench.json.
 
-    python bench/q2_bench.py [-train 4000] [-val 4000] [-epochs 2]
+    python bench/q2_bench.py [-train 4000] [-val 450] [-epochs 2]
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import octgen  # noqa: E402
-from utils import configure_seed  # noqa: E402
+from utils import Timer, configure_seed, write_results  # noqa: E402
 
 spec = importlib.util.spec_from_file_location("hw2_q2", REPO / "hw2-q2.py")
 q2 = importlib.util.module_from_spec(spec)
@@ -52,10 +57,10 @@ class HandedOutDataset(Dataset):
         return self.X[idx], self.y[idx]
 
 
-def handed_out_run(lr: float, data: dict, epochs: int, seed: int):
+def handed_out_run(lr: float, data: dict, epochs: int, seed: int, no_maxpool: bool = False):
     """The handed-out main loop (minus printing and plotting)."""
     configure_seed(seed)
-    model = q2.CNN(0.7)
+    model = q2.CNN(0.7, no_maxpool=no_maxpool)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=0)
     loader = DataLoader(HandedOutDataset(*data["train"]), batch_size=8, shuffle=True)
     losses = []
@@ -72,10 +77,10 @@ def handed_out_run(lr: float, data: dict, epochs: int, seed: int):
     return model, torch.tensor(losses)
 
 
-def repo_runs(lrs: list[float], data: dict, epochs: int, seed: int):
+def repo_runs(lrs: list[float], data: dict, epochs: int, seed: int, no_maxpool: bool = False):
     """This project's loop, the learning rates side by side (one replica when len(lrs) == 1)."""
     configure_seed(seed)
-    model = q2.StackedCNN([q2.CNN(0.7)] * len(lrs))
+    model = q2.StackedCNN([q2.CNN(0.7, no_maxpool=no_maxpool)] * len(lrs))
     optimizer = q2.StackedSGD(model.parameters(), lrs)
     losses = []
     for _ in range(epochs):
@@ -96,46 +101,116 @@ def synthetic_split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
             torch.tensor(labels, dtype=torch.long))
 
 
+VARIANTS = {"max-pool": False, "no max-pool": True}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Q2 loop speed: handed-out vs this repo")
-    parser.add_argument("-train", type=int, default=4000, help="training images")
-    parser.add_argument("-val", type=int, default=4000, help="validation images")
+    parser.add_argument("-train", type=int, default=4000,
+                        help="training images (default: %(default)s)")
+    parser.add_argument("-val", type=int, default=450,
+                        help="validation images (default: %(default)s, OCTMNIST's 9:1 ratio)")
     parser.add_argument("-epochs", type=int, default=2)
     parser.add_argument("-seed", type=int, default=42)
+    parser.add_argument("-worker", choices=list(VARIANTS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     data = {"train": synthetic_split(args.train, 1), "dev": synthetic_split(args.val, 2)}
+    if args.worker:  # one of the two processes of the -jobs 2 sweep: time its three runs
+        torch.set_num_threads(1)
+        start = time.perf_counter()
+        repo_runs(LEARNING_RATES, data, args.epochs, args.seed, VARIANTS[args.worker])
+        print(time.perf_counter() - start)
+        return
     steps = args.epochs * ((args.train + 7) // 8)
     print(f"{args.train} training images, {args.val} validation images, {args.epochs} epochs "
           f"= {steps} steps of batch 8 per run; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
+    with Timer() as wall:
+        results = {"steps_per_run": steps, "learning_rates": LEARNING_RATES}
+        results.update(measure(data, args, steps))
+    path = write_results("q2-bench", results, config=vars(args), seed=args.seed,
+                         data=f"octgen.render synthetic images, {args.train} train / "
+                              f"{args.val} validation", wall_time_s=wall.seconds)
+    print(f"\nwrote {path}")
 
-    handed, handed_time = {}, {}
-    for lr in LEARNING_RATES:
-        start = time.perf_counter()
-        handed[lr] = handed_out_run(lr, data, args.epochs, args.seed)
-        handed_time[lr] = time.perf_counter() - start
-    start = time.perf_counter()
-    (single,), single_losses = repo_runs([0.01], data, args.epochs, args.seed)
-    single_time = time.perf_counter() - start
-    start = time.perf_counter()
-    stacked, stacked_losses = repo_runs(LEARNING_RATES, data, args.epochs, args.seed)
-    stacked_time = time.perf_counter() - start
 
-    h_model, h_losses = handed[0.01]
-    print(f"\n{'loop':44s} {'s / run':>8s} {'ms / step':>10s} {'speed-up':>9s}")
-    base = np.mean(list(handed_time.values()))
-    for label, seconds in [("handed-out replica (mean of 3 runs)", base),
-                           ("this repo, one run", single_time),
-                           (f"this repo, {len(LEARNING_RATES)} runs side by side (per run)",
-                            stacked_time / len(LEARNING_RATES))]:
-        print(f"{label:44s} {seconds:8.2f} {seconds / steps * 1e3:10.2f} {base / seconds:8.2f}x")
-    print("\nagreement with the handed-out loop (same shuffling, same dropout masks):")
-    print(f"  one run, lr 0.01: max |weight diff| {max_weight_diff(single, h_model):.2e}, "
-          f"max |loss diff| over {steps} steps {(single_losses[0] - h_losses).abs().max():.2e}")
-    for r, lr in enumerate(LEARNING_RATES):
-        model, losses = handed[lr]
-        print(f"  side by side, lr {lr}: max |weight diff| {max_weight_diff(stacked[r], model):.2e}"
-              f", max |loss diff| {(stacked_losses[r] - losses).abs().max():.2e}")
+def timed(fn, *args):
+    start = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - start
+
+
+def sweep_in_two_processes(args) -> float:
+    """Seconds for both networks' three runs, in two 1-thread processes at once."""
+    command = [sys.executable, __file__, "-train", str(args.train), "-val", str(args.val),
+               "-epochs", str(args.epochs), "-seed", str(args.seed), "-worker"]
+    workers = [subprocess.Popen(command + [variant], stdout=subprocess.PIPE, text=True)
+               for variant in VARIANTS]
+    return max(float(worker.communicate()[0].split()[-1]) for worker in workers)
+
+
+def drift(model: torch.nn.Module, losses: torch.Tensor, reference) -> dict:
+    return {"max_weight_diff": max_weight_diff(model, reference[0]),
+            "max_loss_diff": (losses - reference[1]).abs().max().item()}
+
+
+def measure(data: dict, args: argparse.Namespace, steps: int) -> dict:
+    """Time every way for both networks, print the tables, return the numbers."""
+    small = {k: (x[:64], y[:64]) for k, (x, y) in data.items()}  # one-time setup costs
+    handed_out_run(0.01, small, 1, args.seed)
+    repo_runs(LEARNING_RATES, small, 1, args.seed)
+    run = (data, args.epochs, args.seed)
+    seconds, out = {}, {}
+    for variant, no_maxpool in VARIANTS.items():
+        handed = {lr: timed(handed_out_run, lr, *run, no_maxpool) for lr in LEARNING_RATES}
+        (single, single_time) = timed(repo_runs, [0.01], *run, no_maxpool)
+        (stacked, stacked_time) = timed(repo_runs, LEARNING_RATES, *run, no_maxpool)
+        seconds[variant] = {"handed_out": np.mean([t for _, t in handed.values()]),
+                            "one_run": single_time,
+                            "side_by_side": stacked_time / len(LEARNING_RATES)}
+        rounding = []
+        for lr in LEARNING_RATES:
+            with q2.plain_cpu_convolutions():
+                rounding.append(drift(*handed_out_run(lr, *run, no_maxpool), handed[lr][0]))
+        out[variant] = {
+            "agreement_one_run_lr_0_01": drift(single[0][0], single[1][0], handed[0.01][0]),
+            "agreement_side_by_side": [drift(stacked[0][r], stacked[1][r], handed[lr][0])
+                                       for r, lr in enumerate(LEARNING_RATES)],
+            "rounding_alone": rounding}
+    both = len(VARIANTS) * len(LEARNING_RATES)
+    seconds["both"] = {k: np.mean([seconds[v][k] for v in VARIANTS]) for k in
+                       ("handed_out", "one_run", "side_by_side")}
+    seconds["both"]["two_processes"] = sweep_in_two_processes(args) / both
+
+    print(f"\nms per step and run (speed-up over the handed-out loop), {steps} steps per run")
+    rows = {"handed_out": "handed-out replica (mean of 3 runs)",
+            "one_run": "this repo, one run",
+            "side_by_side": f"this repo, {len(LEARNING_RATES)} runs side by side",
+            "two_processes": f"this repo, sweep -jobs 2 ({both} runs, 2 processes)"}
+    print(f"{'':46s}" + "".join(f"{v:>20s}" for v in seconds))
+    for key, label in rows.items():
+        cells = [f"{seconds[v][key] / steps * 1e3:7.2f} ({seconds[v]['handed_out'] / seconds[v][key]:5.2f}x)"
+                 if key in seconds[v] else "" for v in seconds]
+        print(f"{label:46s}" + "".join(f"{c:>20s}" for c in cells))
+
+    print("\nagreement with the handed-out loop (same shuffling and dropout masks): "
+          "max |weight diff|, max |loss diff|")
+    for variant, d in out.items():
+        print(f"  {variant}")
+        lines = [("one run, lr 0.01", d["agreement_one_run_lr_0_01"])]
+        lines += [(f"side by side, lr {lr}", x)
+                  for lr, x in zip(LEARNING_RATES, d["agreement_side_by_side"])]
+        lines += [(f"rounding alone, lr {lr}", x)
+                  for lr, x in zip(LEARNING_RATES, d["rounding_alone"])]
+        for label, x in lines:
+            print(f"    {label:26s} {x['max_weight_diff']:.2e}  {x['max_loss_diff']:.2e}")
+    print("  (rounding alone: the handed-out loop against itself with only its convolution "
+          "kernel changed, oneDNN off)")
+    return {"ms_per_step": {v: {k: t / steps * 1e3 for k, t in d.items()}
+                            for v, d in seconds.items()},
+            "speed_up": {v: {k: d["handed_out"] / t for k, t in d.items()}
+                         for v, d in seconds.items()},
+            "agreement": out}
 
 
 if __name__ == "__main__":

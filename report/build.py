@@ -125,6 +125,19 @@ Q3_METRICS = ["loss", "jaccard_similarity", "cosine_similarity",
               "damerau-levenshtein_similarity", "wer", "cer"]
 
 
+def table_q2_speed(res: Results) -> str:
+    ms, speed_up = (res.get("q2-bench", f"results.{k}") for k in ("ms_per_step", "speed_up"))
+    labels = {"handed_out": "handed-out loop (replica), one run at a time",
+              "one_run": "this repository, one run",
+              "side_by_side": "this repository, the three learning rates side by side",
+              "two_processes": "this repository, `-sweep -jobs 2`: both networks at once in "
+                               "two 1-thread processes"}
+    rows = [[label] + [f"{ms[v][k]:.2f} ({speed_up[v][k]:.2f}x)" if k in ms[v] else ""
+                       for v in ("max-pool", "no max-pool", "both")]
+            for k, label in labels.items()]
+    return markdown_table(["loop", "max-pool", "no max-pool", "both networks"], rows)
+
+
 def table_q3_test(res: Results) -> str:
     rows = []
     for name, label in Q3_DECODERS.items():

@@ -68,6 +68,21 @@ def test_stacked_cnn_equals_each_cnn_including_dropout(no_maxpool):
                    zip(stacked.replica(r).parameters(), model.parameters()))
 
 
+@pytest.mark.parametrize("no_maxpool", [False, True])
+def test_stacked_cnn_gradients_equal_cnn_gradients_with_ties_in_the_pools(no_maxpool):
+    torch.manual_seed(0)
+    model = q2.CNN(0.7, no_maxpool=no_maxpool).eval()
+    stacked = q2.StackedCNN([model]).eval()
+    x = torch.rand(8, 784)
+    x[:, :300] = 0  # a blank wedge: equal activations inside many pooling windows
+    y = torch.arange(8) % 4
+    torch.nn.functional.nll_loss(model(x), y).backward()
+    torch.nn.functional.nll_loss(stacked(x)[0], y).backward()
+    for name, p in model.named_parameters():
+        grad = q2.stacked_layout(name, getattr(stacked, name.replace(".", "_")).grad[0])
+        torch.testing.assert_close(grad, p.grad, rtol=1e-5, atol=1e-7)
+
+
 def test_replica_does_not_consume_the_rng():
     stacked = q2.StackedCNN([q2.CNN(0.5)])
     torch.manual_seed(3)
@@ -94,6 +109,17 @@ def test_fast_loop_matches_handed_out_loop():
         ref_model, ref_losses = bench.handed_out_run(lr, data, epochs=2, seed=5)
         torch.testing.assert_close(losses[r], ref_losses, rtol=1e-5, atol=1e-5)
         assert bench.max_weight_diff(models[r], ref_model) < 1e-5
+
+
+def test_plain_cpu_convolutions_compute_the_same_and_restore_onednn():
+    x, w = torch.rand(8, 8, 14, 14), torch.rand(16, 8, 3, 3)
+    reference, before = torch.nn.functional.conv2d(x, w), torch.backends.mkldnn.enabled
+    with pytest.raises(KeyboardInterrupt):
+        with q2.plain_cpu_convolutions():
+            assert not torch.backends.mkldnn.enabled
+            torch.testing.assert_close(torch.nn.functional.conv2d(x, w), reference)
+            raise KeyboardInterrupt
+    assert torch.backends.mkldnn.enabled == before
 
 
 def test_stacked_sgd_applies_weight_decay_like_torch_sgd():
@@ -242,6 +268,21 @@ def test_sweep_end_to_end_with_real_image_check(small_synthetic, tmp_path):
              str(tmp_path / "ck")])
     again = json.loads((tmp_path / "out2" / "report" / "results" / "q2.json").read_text())
     assert again["results"]["runs"] == res["runs"]
+
+
+def test_sweep_in_two_processes_equals_sweep_in_one(small_synthetic, tmp_path):
+    runs = {}
+    for jobs in ("1", "2"):
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "hw2-q2.py"), "-data_dir", str(small_synthetic),
+             "-sweep", "-epochs", "2", "-no_progress", "-threads", "1", "-jobs", jobs,
+             "-out_dir", str(tmp_path / jobs), "-checkpoint_dir", str(tmp_path / f"ck{jobs}")],
+            capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        record = json.loads((tmp_path / jobs / "report" / "results" / "q2.json").read_text())
+        runs[jobs] = [{k: v for k, v in run.items() if k != "wall_time_s"}
+                      for run in record["results"]["runs"]]
+    assert len(runs["2"]) == 6 and runs["2"] == runs["1"]
 
 
 def test_resume_after_interruption_reproduces_uninterrupted_run(small_synthetic, tmp_path):
