@@ -24,7 +24,6 @@ import argparse
 import importlib.util
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -117,9 +116,8 @@ def main() -> None:
     data = {"train": synthetic_split(args.train, 1), "dev": synthetic_split(args.val, 2)}
     if args.worker:  # one of the two processes of the -jobs 2 sweep: time its three runs
         torch.set_num_threads(1)
-        start = time.perf_counter()
-        repo_runs(LEARNING_RATES, data, args.epochs, args.seed, VARIANTS[args.worker])
-        print(time.perf_counter() - start)
+        print(timed(repo_runs, LEARNING_RATES, data, args.epochs, args.seed,
+                    VARIANTS[args.worker])[1])
         return
     steps = args.epochs * ((args.train + 7) // 8)
     print(f"{args.train} training images, {args.val} validation images, {args.epochs} epochs "
@@ -135,9 +133,10 @@ def main() -> None:
 
 
 def timed(fn, *args):
-    start = time.perf_counter()
-    result = fn(*args)
-    return result, time.perf_counter() - start
+    """fn(*args) and the seconds it took."""
+    with Timer() as timer:
+        result = fn(*args)
+    return result, timer.seconds
 
 
 def sweep_in_two_processes(args) -> float:
