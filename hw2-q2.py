@@ -423,9 +423,6 @@ def train_groups_in_processes(args) -> None:
 def sweep(args, splits, real_check) -> dict:
     """Both variants x the learning rates; pick the best rate on validation (max-pooling)."""
     groups = sweep_groups(args)
-    if args.group is not None:  # one group, in a process started by train_groups_in_processes
-        runs_or_resume(*groups[args.group], args, splits, real_check)
-        return {}
     if args.jobs > 1:
         train_groups_in_processes(args)
         args.resume = True  # every group is finished now: collect the runs
@@ -515,17 +512,18 @@ def main(argv=None) -> None:
     if real_check:
         real_check = tuple(t.to(args.device) for t in real_check)
     data_info["real_check"] = str(real_path) if real_path else None
+    if args.sweep and args.group is not None:  # a process started by -jobs: one group only
+        runs_or_resume(*sweep_groups(args)[args.group], args, splits, real_check)
+        return
     model = CNN(args.dropout, no_maxpool=args.no_maxpool)
     params = {"max-pool": params_per_layer(CNN(args.dropout)),
               "no max-pool": params_per_layer(CNN(args.dropout, no_maxpool=True))}
-    for variant, layers in params.items() if args.group is None else ():
+    for variant, layers in params.items():
         print(f"{variant}: " + ", ".join(f"{k} {v:,}" for k, v in layers.items())
               + f"; total {sum(layers.values()):,}")
     with Timer() as wall:
         if args.sweep:
             results, name = sweep(args, splits, real_check), "q2"
-            if args.group is not None:
-                return
         else:
             run, = train_runs([args.learning_rate], args.no_maxpool, args, splits, real_check)
             results, name = {"runs": [run]}, f"q2-run-{run['config']}"
