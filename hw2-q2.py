@@ -11,8 +11,8 @@ report/results/q2.json (q2-run-<config>.json for a single run).
 The training loop makes the handed-out one's updates (same shuffling, same dropout draws, same
 batches; equal up to float rounding) faster: whole splits are tensors sliced by the
 permutation DataLoader would draw, a sweep's learning rates train side by side as one network,
-convolutions skip oneDNN while training, and evaluation runs under no_grad in batches
-(bench/q2_bench.py measures it against a replica of the handed-out loop).
+the backward pass is written out with the SGD update fused into it, and evaluation runs under
+no_grad in batches (bench/q2_bench.py measures it against a replica of the handed-out loop).
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ import json
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -97,9 +97,10 @@ class StackedCNN(nn.Module):
     the R runs as one network pays Python and dispatch overhead once per step instead of R
     times. `replica(r)` returns CNN r with its current weights.
 
-    Linear weights are kept as (R, in, out), the transpose of nn.Linear's (out, in): the
-    forward product and both backward products then read and write contiguous memory, where
-    the (out, in) layout made autograd copy a transposed (R, 320, 576) gradient every step.
+    Linear weights are kept as (R, in, out), the transpose of nn.Linear's (out, in), so that
+    the forward product and both backward products read contiguous memory. Feature maps are
+    channels-last ((N, C, H, W) views of (N, H, W, C) memory): conv1, computed as one matrix
+    product, comes out that way, and PyTorch's CPU max-pooling is several times faster on it.
     """
 
     def __init__(self, models: list[CNN]):
@@ -115,32 +116,102 @@ class StackedCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 784) -> log-probabilities (R, B, 4)."""
-        r, b = self.n_replicas, x.shape[0]
-        h = F.conv2d(x.view(b, 1, 28, 28), self.conv1_weight.flatten(0, 1),
-                     self.conv1_bias.flatten(), stride=self.stride, padding=1)
-        h = self.relu_pool(h)
-        h = F.conv2d(h, self.conv2_weight.flatten(0, 1), self.conv2_bias.flatten(),
-                     stride=self.stride, groups=r)
-        h = self.relu_pool(h)
-        h = h.view(b, r, -1).transpose(0, 1)  # (R, B, 576)
-        h = F.relu(torch.baddbmm(self.fc1_bias[:, None], h, self.fc1_weight))
+        return self.forward_pass(x)[0]
+
+    def forward_pass(self, x: torch.Tensor) -> tuple[torch.Tensor, SimpleNamespace]:
+        """The log-probabilities and the activations that `sgd_step`'s backward pass reads."""
+        r, b, size = self.n_replicas, x.shape[0], 28 // self.stride
+        a = SimpleNamespace(patches=conv1_patches(x, self.stride))
+        a.z1 = torch.addmm(self.conv1_bias.view(-1), a.patches.t(),
+                           self.conv1_weight.view(r * 8, 9).t())  # (B*H*W, R*8)
+        a.z1 = a.z1.view(b, size, size, r * 8).permute(0, 3, 1, 2)
+        a.h1, a.pool1 = self.relu_pool(a.z1)
+        a.z2 = F.conv2d(a.h1, self.conv2_weight.flatten(0, 1), self.conv2_bias.flatten(),
+                        stride=self.stride, groups=r)
+        a.h2, a.pool2 = self.relu_pool(a.z2)
+        a.x3 = a.h2.view(b, r, 16, 6, 6).transpose(0, 1).reshape(r, b, 576)  # CNN's flatten
+        a.a3 = F.relu(torch.baddbmm(self.fc1_bias[:, None], a.x3, self.fc1_weight))
+        a.mask = None
         if self.training:
             # One mask for all replicas, drawn by the same call CNN's dropout makes, so the RNG
             # stream (and each replica's mask) is the one a single CNN would see.
-            h = h * F.dropout(h.new_ones(h.shape[1:]), self.dropout_prob, training=True)
-        h = F.relu(torch.baddbmm(self.fc2_bias[:, None], h, self.fc2_weight))
-        h = torch.baddbmm(self.fc3_bias[:, None], h, self.fc3_weight)
-        return F.log_softmax(h, dim=-1)
+            a.mask = F.dropout(a.a3.new_ones(a.a3.shape[1:]), self.dropout_prob, training=True)
+            a.a3 = a.a3 * a.mask
+        a.a4 = F.relu(torch.baddbmm(self.fc2_bias[:, None], a.a3, self.fc2_weight))
+        logits = torch.baddbmm(self.fc3_bias[:, None], a.a4, self.fc3_weight)
+        return F.log_softmax(logits, dim=-1), a
 
-    def relu_pool(self, h: torch.Tensor) -> torch.Tensor:
+    def relu_pool(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """CNN's ReLU then 2x2 max-pooling, computed as pooling then ReLU: the same values and
         gradients (ReLU is monotone and zeroes the gradient of every window whose maximum is
-        not positive), with the ReLU on a quarter of the elements. Pooling runs on a
-        channels-last copy, for which PyTorch's CPU kernel is several times faster."""
+        not positive), with the ReLU on a quarter of the elements. Returns the map and the
+        pooling indices (None without pooling)."""
         if self.no_maxpool:
-            return F.relu(h)
-        h = F.max_pool2d(h.contiguous(memory_format=torch.channels_last), kernel_size=2)
-        return F.relu(h).contiguous()
+            return F.relu(z), None
+        pooled, indices = F.max_pool2d_with_indices(z, kernel_size=2)
+        return F.relu(pooled), indices
+
+    def relu_pool_backward(self, grad: torch.Tensor, out: torch.Tensor, z: torch.Tensor,
+                           indices: torch.Tensor | None) -> torch.Tensor:
+        """d loss / d z from d loss / d out, for out, indices = relu_pool(z)."""
+        grad = torch.ops.aten.threshold_backward(grad, out, 0)  # passes where out > 0
+        if self.no_maxpool:
+            return grad
+        return torch.ops.aten.max_pool2d_with_indices_backward(
+            grad, z, [2, 2], [2, 2], [0, 0], [1, 1], False, indices)
+
+    @torch.no_grad()
+    def sgd_step(self, x: torch.Tensor, y: torch.Tensor, learning_rates: torch.Tensor,
+                 weight_decay: float = 0.0) -> torch.Tensor:
+        """One step of plain SGD for every replica on the batch, the update torch.optim.SGD
+        makes for each run, p <- p - lr_r (dL_r/dp + weight_decay p) with L_r replica r's
+        mean NLL; returns the losses L_r, (R,).
+
+        The backward pass is written out instead of left to autograd: at batch 8 autograd's
+        bookkeeping costs about as much as the arithmetic, and written out, each layer's
+        update goes straight into its weights once the gradient flowing to the layer below is
+        computed (for the linear layers W -= x^T (lr g), a single pass over the largest
+        tensors instead of a gradient written, read back and applied)."""
+        r, b = self.n_replicas, x.shape[0]
+        lr = learning_rates.view(r, 1, 1)
+        log_probs, a = self.forward_pass(x)
+        target = F.one_hot(y, N_CLASSES).to(log_probs.dtype)
+        losses = -(log_probs * target).sum(dim=2).mean(dim=1)
+        grad = (log_probs.exp() - target) / b  # d L_r / d logits, (R, B, 4)
+        grad = self.linear_backward("fc3", a.a4, grad, lr, weight_decay)
+        grad = torch.ops.aten.threshold_backward(grad, a.a4, 0)
+        grad = self.linear_backward("fc2", a.a3, grad, lr, weight_decay)
+        if a.mask is not None:
+            grad = grad * a.mask
+        grad = torch.ops.aten.threshold_backward(grad, a.a3, 0)
+        grad = self.linear_backward("fc1", a.x3, grad, lr, weight_decay)
+        grad = grad.view(r, b, 16, 6, 6).transpose(0, 1).reshape(a.h2.shape)
+        grad = self.relu_pool_backward(grad, a.h2, a.z2, a.pool2)
+        grad, w_grad, b_grad = torch.ops.aten.convolution_backward(
+            grad, a.h1, self.conv2_weight.flatten(0, 1), [16 * r], [self.stride] * 2, [0, 0],
+            [1, 1], False, [0, 0], r, [True, True, True])
+        sgd_update(self.conv2_weight, w_grad.view_as(self.conv2_weight), lr, weight_decay)
+        sgd_update(self.conv2_bias, b_grad.view(r, 16), lr, weight_decay)
+        grad = self.relu_pool_backward(grad, a.h1, a.z1, a.pool1)
+        grad = grad.permute(0, 2, 3, 1).reshape(-1, r * 8)  # (B*H*W, R*8), as z1 was computed
+        sgd_update(self.conv1_weight, torch.mm(a.patches, grad).t().reshape(r, 8, 1, 3, 3),
+                   lr, weight_decay)
+        sgd_update(self.conv1_bias, grad.sum(dim=0).view(r, 8), lr, weight_decay)
+        return losses
+
+    def linear_backward(self, name: str, inputs: torch.Tensor, grad: torch.Tensor,
+                        lr: torch.Tensor, weight_decay: float) -> torch.Tensor:
+        """d L / d inputs of linear layer `name` given d L / d outputs (R, B, out), then the
+        layer's SGD update (which must come after: the input gradient uses the old W)."""
+        weight, bias = getattr(self, f"{name}_weight"), getattr(self, f"{name}_bias")
+        input_grad = torch.bmm(grad, weight.transpose(1, 2))
+        if weight_decay:
+            weight.mul_(1 - lr * weight_decay)
+            bias.mul_(1 - lr.view(-1, 1) * weight_decay)
+        grad = grad * lr
+        weight.baddbmm_(inputs.transpose(1, 2), grad, alpha=-1)
+        bias.sub_(grad.sum(dim=1))
+        return input_grad
 
     def replica(self, r: int) -> CNN:
         with torch.random.fork_rng(devices=[]):  # building a CNN must not move the RNG stream
@@ -151,30 +222,37 @@ class StackedCNN(nn.Module):
         return model.to(self.conv1_weight.device)
 
 
+def conv1_patches(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """(B, 784) images -> (9, B*H*W): the 3x3 patches conv1 (padding 1) sees, one row per kernel
+    tap, so that conv1 is one matrix product and its weight gradient another."""
+    b, size = x.shape[0], 28 // stride
+    padded = F.pad(x.view(b, 28, 28), (1, 1, 1, 1))
+    return padded.as_strided((3, 3, b, size, size),
+                             (30, 1, 900, 30 * stride, stride)).reshape(9, -1)
+
+
+def sgd_update(param: torch.Tensor, grad: torch.Tensor, lr: torch.Tensor,
+               weight_decay: float) -> None:
+    """param <- param - lr_r (grad + weight_decay param), lr_r the learning rate of replica r."""
+    if weight_decay:
+        grad = grad.add(param, alpha=weight_decay)
+    param.addcmul_(lr.view(-1, *[1] * (param.dim() - 1)), grad, value=-1)
+
+
 class StackedSGD:
-    """Plain SGD (no momentum, as handed out) with one learning rate per replica:
-    p_r <- p_r - lr_r (g_r + l2_decay p_r), the update torch.optim.SGD makes for each run."""
+    """Plain SGD (no momentum, as handed out) with one learning rate per replica; the update
+    itself is fused into `StackedCNN.sgd_step`."""
 
-    def __init__(self, params, learning_rates: list[float], weight_decay: float = 0.0):
-        self.params = list(params)
-        self.lr = torch.tensor(learning_rates, device=self.params[0].device)
+    def __init__(self, learning_rates: list[float], weight_decay: float = 0.0,
+                 device: str | torch.device = "cpu"):
+        self.lr = torch.tensor(learning_rates, device=device)
         self.weight_decay = weight_decay
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
 
     def state_dict(self) -> dict:
         return {}  # plain SGD keeps no state between steps
 
     def load_state_dict(self, state: dict) -> None:
         pass
-
-    @torch.no_grad()
-    def step(self) -> None:
-        for p in self.params:
-            grad = p.grad if not self.weight_decay else p.grad.add(p, alpha=self.weight_decay)
-            p.addcmul_(self.lr.view(-1, *[1] * (p.dim() - 1)), grad, value=-1)  # one pass
 
 
 def dataloader_permutation(n: int) -> torch.Tensor:
@@ -184,19 +262,6 @@ def dataloader_permutation(n: int) -> torch.Tensor:
     torch.empty((), dtype=torch.int64).random_()  # _BaseDataLoaderIter._base_seed
     seed = int(torch.empty((), dtype=torch.int64).random_().item())  # RandomSampler
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-
-
-@contextmanager
-def plain_cpu_convolutions():
-    """Convolutions without oneDNN while training. For 8-image batches oneDNN's fixed cost per
-    call (memory-layout reorders) outweighs its kernels: PyTorch's plain im2col convolution
-    computes the same result 1.3-2.5x faster on this project's 2-core CPU, backward included."""
-    enabled = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
-    try:
-        yield
-    finally:
-        torch.backends.mkldnn.enabled = enabled
 
 
 def train_epoch(model: StackedCNN, x: torch.Tensor, y: torch.Tensor, optimizer,
@@ -209,28 +274,26 @@ def train_epoch(model: StackedCNN, x: torch.Tensor, y: torch.Tensor, optimizer,
     n_batches = (len(x) + batch_size - 1) // batch_size
     losses = torch.empty(model.n_replicas, n_batches)
     bar = tqdm(range(n_batches), leave=False, disable=not progress, mininterval=1)
-    with plain_cpu_convolutions():
-        for i in bar:
-            losses[:, i] = train_step(model, optimizer, x[i * batch_size:(i + 1) * batch_size],
-                                      y[i * batch_size:(i + 1) * batch_size])
-            if i % 500 == 0:
-                bar.set_postfix(loss=" ".join(f"{v:.3f}" for v in
-                                              losses[:, max(0, i - 499):i + 1].mean(dim=1)))
+    for i in bar:
+        losses[:, i] = train_step(model, optimizer, x[i * batch_size:(i + 1) * batch_size],
+                                  y[i * batch_size:(i + 1) * batch_size])
+        if i % 500 == 0:
+            bar.set_postfix(loss=" ".join(f"{v:.3f}" for v in
+                                          losses[:, max(0, i - 499):i + 1].mean(dim=1)))
     return losses
 
 
 def train_step(model: StackedCNN, optimizer, xb: torch.Tensor, yb: torch.Tensor
                ) -> torch.Tensor:
-    """One SGD step of every replica on the batch; returns each replica's loss, (R,)."""
-    log_probs = model(xb)
-    # Each replica's loss is the mean NLL of its batch; their sum has the replicas' gradients
-    # as its blocks, since they share no parameters.
-    loss = F.nll_loss(log_probs.flatten(0, 1), yb.repeat(model.n_replicas),
-                      reduction="none").view(model.n_replicas, -1).mean(dim=1)
+    """One optimizer step of every replica on the batch; returns each replica's loss, (R,)."""
+    if isinstance(optimizer, StackedSGD):
+        return model.sgd_step(xb, yb, optimizer.lr, optimizer.weight_decay)
+    log_probs = model(xb)  # Adam (one replica): autograd
+    loss = F.nll_loss(log_probs[0], yb)
     optimizer.zero_grad()
-    loss.sum().backward()
+    loss.backward()
     optimizer.step()
-    return loss.detach()
+    return loss.detach().view(1)
 
 
 @torch.no_grad()
@@ -288,7 +351,7 @@ def train_runs(learning_rates: list[float], no_maxpool: bool, args: argparse.Nam
     model = StackedCNN([CNN(args.dropout, no_maxpool=no_maxpool)] * len(learning_rates))
     model.to(args.device)
     if args.optimizer == "sgd":
-        optimizer = StackedSGD(model.parameters(), learning_rates, args.l2_decay)
+        optimizer = StackedSGD(learning_rates, args.l2_decay, args.device)
     elif len(learning_rates) == 1:
         optimizer = torch.optim.Adam(model.parameters(), lr=learning_rates[0],
                                      weight_decay=args.l2_decay)

@@ -5,10 +5,11 @@ Both train the Q2 networks from the same seed on the same images for the same st
   handed-out  DataLoader(shuffle=True) over a per-item Dataset, torch.optim.SGD, and after each
               epoch an evaluation of the whole validation split in one forward pass with
               autograd on (hw2-q2.py of the course), one run at a time;
-  this repo   whole splits as tensors sliced by the same permutation, evaluation under no_grad
-              in large batches, convolutions without oneDNN while training, and for the sweep
-              the three learning rates side by side as one StackedCNN; `hw2-q2.py -sweep
-              -jobs 2` also trains the two networks in two processes of one thread each.
+  this repo   whole splits as tensors sliced by the same permutation, a backward pass
+              written out with the SGD update fused into it (StackedCNN.sgd_step), evaluation
+              under no_grad in large batches, and for the sweep the three learning rates side
+              by side as one StackedCNN; `hw2-q2.py -sweep -jobs 2` also trains the two
+              networks in two processes of one thread each.
 It prints milliseconds per step and run and the speed-up of each way for both networks, and
 how far the final weights and the per-step losses are from the handed-out loop's. Same
 shuffling and dropout masks, so the updates agree up to float rounding of different kernels;
@@ -24,6 +25,7 @@ import argparse
 import importlib.util
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +82,7 @@ def repo_runs(lrs: list[float], data: dict, epochs: int, seed: int, no_maxpool: 
     """This project's loop, the learning rates side by side (one replica when len(lrs) == 1)."""
     configure_seed(seed)
     model = q2.StackedCNN([q2.CNN(0.7, no_maxpool=no_maxpool)] * len(lrs))
-    optimizer = q2.StackedSGD(model.parameters(), lrs)
+    optimizer = q2.StackedSGD(lrs)
     losses = []
     for _ in range(epochs):
         losses.append(q2.train_epoch(model, *data["train"], optimizer, 8, progress=False))
@@ -148,6 +150,17 @@ def sweep_in_two_processes(args) -> float:
     return max(float(worker.communicate()[0].split()[-1]) for worker in workers)
 
 
+@contextmanager
+def onednn_off():
+    """Convolutions with PyTorch's own kernels instead of oneDNN's, for the rounding reference."""
+    enabled = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = enabled
+
+
 def drift(model: torch.nn.Module, losses: torch.Tensor, reference) -> dict:
     return {"max_weight_diff": max_weight_diff(model, reference[0]),
             "max_loss_diff": (losses - reference[1]).abs().max().item()}
@@ -169,7 +182,7 @@ def measure(data: dict, args: argparse.Namespace, steps: int) -> dict:
                             "side_by_side": stacked_time / len(LEARNING_RATES)}
         rounding = []
         for lr in LEARNING_RATES:
-            with q2.plain_cpu_convolutions():
+            with onednn_off():
                 rounding.append(drift(*handed_out_run(lr, *run, no_maxpool), handed[lr][0]))
         out[variant] = {
             "agreement_one_run_lr_0_01": drift(single[0][0], single[1][0], handed[0.01][0]),

@@ -111,25 +111,67 @@ def test_fast_loop_matches_handed_out_loop():
         assert bench.max_weight_diff(models[r], ref_model) < 1e-5
 
 
-def test_plain_cpu_convolutions_compute_the_same_and_restore_onednn():
-    x, w = torch.rand(8, 8, 14, 14), torch.rand(16, 8, 3, 3)
-    reference, before = torch.nn.functional.conv2d(x, w), torch.backends.mkldnn.enabled
-    with pytest.raises(KeyboardInterrupt):
-        with q2.plain_cpu_convolutions():
-            assert not torch.backends.mkldnn.enabled
-            torch.testing.assert_close(torch.nn.functional.conv2d(x, w), reference)
-            raise KeyboardInterrupt
-    assert torch.backends.mkldnn.enabled == before
-
-
-def test_stacked_sgd_applies_weight_decay_like_torch_sgd():
+def _cnns_with_torch_sgd(no_maxpool, lrs, weight_decay):
+    """One CNN per learning rate, all with the same initial weights, each with torch's SGD."""
     torch.manual_seed(0)
-    p = torch.nn.Parameter(torch.rand(2, 3))
-    ref = torch.nn.Parameter(p.detach()[1].clone())
-    p.grad, ref.grad = torch.ones(2, 3), torch.ones(3)
-    q2.StackedSGD([p], [0.5, 0.1], weight_decay=0.01).step()
-    torch.optim.SGD([ref], lr=0.1, weight_decay=0.01).step()
-    torch.testing.assert_close(p.detach()[1], ref.detach())
+    models = [q2.CNN(0.7, no_maxpool=no_maxpool) for _ in lrs]
+    for model in models[1:]:
+        model.load_state_dict(models[0].state_dict())
+    return models, [torch.optim.SGD(m.parameters(), lr=lr, weight_decay=weight_decay)
+                    for m, lr in zip(models, lrs)]
+
+
+@pytest.mark.parametrize("no_maxpool", [False, True])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_sgd_step_makes_the_updates_of_torch_sgd_on_each_cnn(no_maxpool, weight_decay):
+    """The written-out backward pass with fused updates against autograd + torch.optim.SGD,
+    with dropout on and ties in the pooling windows."""
+    lrs = [0.1, 0.01, 0.001]
+    models, optimizers = _cnns_with_torch_sgd(no_maxpool, lrs, weight_decay)
+    stacked = q2.StackedCNN(models)
+    optimizer = q2.StackedSGD(lrs, weight_decay)
+    x = torch.rand(32, 784)
+    x[:, :300] = 0  # a blank wedge: equal activations inside many pooling windows
+    y = torch.arange(32) % 4
+    for step in range(4):
+        xb, yb = x[8 * step:8 * (step + 1)], y[8 * step:8 * (step + 1)]
+        expected = []
+        for model, opt in zip(models, optimizers):
+            torch.manual_seed(step)  # the same dropout mask for every run
+            opt.zero_grad()
+            loss = torch.nn.functional.nll_loss(model(xb), yb)
+            loss.backward()
+            opt.step()
+            expected.append(loss.detach())
+        torch.manual_seed(step)
+        torch.testing.assert_close(q2.train_step(stacked, optimizer, xb, yb),
+                                   torch.stack(expected), rtol=1e-5, atol=1e-6)
+    for r, model in enumerate(models):
+        for mine, theirs in zip(stacked.replica(r).parameters(), model.parameters()):
+            torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_adam_trains_one_replica_through_autograd_like_torch_adam():
+    torch.manual_seed(0)
+    model = q2.CNN(0.7)
+    stacked = q2.StackedCNN([model])
+    optimizer = torch.optim.Adam(stacked.parameters(), lr=1e-3)
+    reference = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = torch.rand(8, 784), torch.arange(8) % 4
+    torch.manual_seed(1)
+    loss = q2.train_step(stacked, optimizer, x, y)
+    torch.manual_seed(1)
+    expected = torch.nn.functional.nll_loss(model(x), y)
+    expected.backward()
+    reference.step()
+    torch.testing.assert_close(loss, expected.detach().view(1))
+    for name, p in model.named_parameters():
+        grad = q2.stacked_layout(name, getattr(stacked, name.replace(".", "_")).grad[0])
+        torch.testing.assert_close(grad, p.grad, rtol=1e-5, atol=1e-7)
+    # Adam's first step moves every weight by about lr; where a gradient is near zero, float
+    # rounding of the gradient alone can change that move, hence a tolerance of lr / 10
+    for mine, theirs in zip(stacked.replica(0).parameters(), model.parameters()):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-4)
 
 
 def test_render_is_deterministic_and_in_range():
