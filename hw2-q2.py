@@ -168,8 +168,8 @@ class StackedCNN(nn.Module):
         mean NLL; returns the losses L_r, (R,).
 
         The backward pass is written out instead of left to autograd: at batch 8 autograd's
-        bookkeeping costs about as much as the arithmetic, and written out, each layer's
-        update goes straight into its weights once the gradient flowing to the layer below is
+        bookkeeping is a sizeable share of each step, and written out, each layer's update
+        goes straight into its weights once the gradient flowing to the layer below is
         computed (for the linear layers W -= x^T (lr g), a single pass over the largest
         tensors instead of a gradient written, read back and applied)."""
         r, b = self.n_replicas, x.shape[0]
