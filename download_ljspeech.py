@@ -10,8 +10,12 @@ The synthetic corpus varies the speaker per clip, deterministically from --seed:
 voices and variants and flite voices, speaking rate and pitch, light background noise; every
 clip is resampled to 22,050 Hz mono 16-bit. Clips whose genuine recording exists beside the
 source metadata (the real-speech check set) are not rendered, so no model trains on their text.
-Rendering runs on every core, skips finished clips (resumable) and writes each wav atomically;
-tts_manifest.tsv records which voice made each clip.
+Rendering runs one process per core, each with one torch thread (with torch's default of one
+thread per core in every process, 16 processes on 16 cores ran 7x slower than with one), skips
+finished clips (resumable) and writes each wav atomically; tts_manifest.tsv records which voice
+made each clip. The synthesisers are found on PATH; unpacked into a folder rather than
+installed, also set LD_LIBRARY_PATH to their libraries and ESPEAK_DATA_PATH to the folder that
+holds espeak-ng-data (README).
 """
 from __future__ import annotations
 
@@ -54,20 +58,33 @@ def choose_voice(seed: int, index: int) -> dict:
             "snr_db": noise_db}
 
 
+class SynthesiserError(Exception):
+    """A synthesiser failed on a clip (an ordinary exception, so a pool worker passes it on)."""
+
+
+def run_synthesiser(command: list[str], **kwargs) -> None:
+    try:
+        subprocess.run(command, check=True, capture_output=True, **kwargs)
+    except (subprocess.CalledProcessError, OSError) as err:
+        stderr = getattr(err, "stderr", None) or ""
+        reason = (stderr if isinstance(stderr, str) else stderr.decode(errors="replace")).strip()
+        raise SynthesiserError(f"{command[0]} failed: {reason.splitlines()[0] if reason else err}")
+
+
 def synthesise(text: str, voice: dict, workdir: Path) -> tuple[np.ndarray, int]:
     """Run the synthesiser; return its waveform (float32) and sample rate."""
     raw = workdir / "raw.wav"
     if voice["engine"] == "espeak-ng":
         command = ["espeak-ng", "-v", voice["voice"], "-s", str(voice["rate"]), "-p",
                    str(voice["pitch"]), "-w", str(raw), "--stdin"]
-        subprocess.run(command, input=text, text=True, check=True, capture_output=True)
+        run_synthesiser(command, input=text, text=True)
     else:
         text_file = workdir / "text.txt"
         text_file.write_text(text)
         command = ["flite", "-voice", voice["voice"], "-f", str(text_file), "-o", str(raw),
                    "--setf", f"duration_stretch={voice['rate']}",
                    "--setf", f"int_f0_target_mean={voice['pitch']}"]
-        subprocess.run(command, check=True, capture_output=True)
+        run_synthesiser(command)
     data, rate = soundfile.read(str(raw), dtype="float32", always_2d=True)
     return data.mean(axis=1), rate
 
@@ -131,10 +148,15 @@ def build_tts_corpus(metadata: Path, out_root: Path, seed: int, limit: int | Non
     jobs = [job for _, job, _ in jobs]
     (folder / MANIFEST).write_text("\n".join(manifest) + "\n")
     counts = {"rendered": 0, "skipped": 0}
-    with get_context("spawn").Pool(processes) as pool:
-        for status in tqdm(pool.imap_unordered(render_clip, jobs, chunksize=8), total=len(jobs),
-                           disable=not progress, desc="rendering", unit="clip"):
-            counts[status] += 1
+    with get_context("spawn").Pool(processes, initializer=torch.set_num_threads,
+                                   initargs=(1,)) as pool:  # one thread per process: see below
+        try:
+            for status in tqdm(pool.imap_unordered(render_clip, jobs, chunksize=8),
+                               total=len(jobs), disable=not progress, desc="rendering",
+                               unit="clip"):
+                counts[status] += 1
+        except SynthesiserError as err:
+            raise fail(f"{err} (rendering into {folder})") from None
     return {**counts, "excluded_genuine": len(excluded & {c.id for c in clips}),
             "empty_transcripts": empty, "folder": str(folder)}
 
@@ -165,7 +187,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--processes", type=int, default=None,
                         help="parallel workers (default: one per core)")
     parser.add_argument("--no_progress", action="store_true")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for flag, value in (("--limit", args.limit), ("--processes", args.processes)):
+        if value is not None and value < 1:
+            parser.error(f"{flag} must be at least 1 (got {value})")
+    return args
 
 
 def main(argv=None) -> None:

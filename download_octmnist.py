@@ -4,7 +4,7 @@
 Three ways, one destination (<data_dir>/octmnist.npz):
   default        download it with the `medmnist` package, as the handed-out script does;
   --source PATH  check a local copy (keys, shapes, dtypes, labels; MD5 if it claims to be the
-                 real file) and copy it in place;
+                 real file) and copy it in place (over a different file only with --force);
   --synthetic    write a procedurally generated stand-in with OCTMNIST's exact schema and
                  class proportions (octgen.py), marked as synthetic inside the file.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -19,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 import octgen
-from utils import DATA_DIR_ENV, Timer, fail, resolve_data_dir, save_figure
+from utils import (DATA_DIR_ENV, Timer, ensure_writable, fail, resolve_data_dir, save_figure,
+                   seed_value)
 
 FILENAME = "octmnist.npz"
 REAL_MD5 = "c68d92d5b585d8d81f7112f81e2d0842"
@@ -94,7 +96,7 @@ def describe(path: Path) -> dict:
 def write_synthetic(target: Path, seed: int,
                     severity_power: float = octgen.SEVERITY_POWER) -> None:
     arrays = octgen.make_dataset(seed, severity_power=severity_power)
-    tmp = target.with_name(target.name + ".tmp.npz")
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp.npz")  # unique per process
     np.savez(tmp, **arrays)
     description = (f"{SYNTHETIC_MARK.decode()}: procedural OCT B-scans (octgen.py v"
                    f"{octgen.GENERATOR_VERSION}), seed {seed}, severity power {severity_power}; "
@@ -155,10 +157,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     mode.add_argument("--source", type=Path, help="validate this local octmnist.npz and copy it")
     mode.add_argument("--synthetic", action="store_true",
                       help="write the procedural stand-in (about 30 s on 2 cores)")
-    parser.add_argument("--seed", "-seed", type=int, default=42,
+    parser.add_argument("--seed", "-seed", type=seed_value, default=42,
                         help="seed of the synthetic stand-in (default: %(default)s)")
     parser.add_argument("--force", action="store_true",
-                        help="overwrite an existing file that is not synthetic")
+                        help="replace an existing octmnist.npz: any other file with --source, "
+                             "one that is not synthetic with --synthetic")
     return parser.parse_args(argv)
 
 
@@ -167,15 +170,20 @@ def main(argv=None) -> None:
     root = resolve_data_dir(args.data_dir)
     if root.exists() and not root.is_dir():
         raise fail(f"{root} exists and is not a directory")
-    root.mkdir(parents=True, exist_ok=True)
+    ensure_writable(root, "-data_dir")
     target = root / FILENAME
     if args.synthetic and target.exists() and synthetic_mark(target) is None and not args.force:
         raise fail(f"{target} exists and is not synthetic; pass --force to replace it")
     with Timer() as timer:
         if args.source:
             sizes = validate_octmnist(args.source)
+            if target.exists() and not args.force and md5sum(target) != md5sum(args.source):
+                raise fail(f"{target} exists and differs from {args.source}; pass --force to "
+                           "replace it")
             if args.source.resolve() != target.resolve():
-                shutil.copyfile(args.source, target)
+                tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+                shutil.copyfile(args.source, tmp)
+                tmp.replace(target)  # never half a file, even if the copy is interrupted
         elif args.synthetic:
             write_synthetic(target, args.seed)
             sizes = validate_octmnist(target)

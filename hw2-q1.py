@@ -2,7 +2,9 @@
 """Question 1: self-attention complexity and the McLaurin feature-map approximation of softmax.
 
 Every written claim of report/q1 is checked here on numbers:
-  Q1.1  softmax(QK^T)V costs O(L^2 D): timed over L, log-log slope ~ 2, exact multiply-adds.
+  Q1.1  softmax(QK^T)V costs O(L^2 D): timed over L (log-log slope fitted where the L x L
+        scores are far larger than the CPU caches, local slopes across the whole grid),
+        exact multiply-adds.
   Q1.2  phi(q)^T phi(k) = sum_{n<K} (q^T k)^n / n! for two feature maps (tensor powers and
         weighted monomials), for many (D, K), to float64 precision; their lengths M.
   Q1.3  D^{-1} Phi(Q) Phi(K)^T V equals attention with truncated-series weights; its distance
@@ -15,15 +17,18 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from functools import lru_cache
 from itertools import combinations_with_replacement
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from utils import (REPO_DIR, Timer, add_common_args, configure_seed, plot_lines,
+import utils
+from utils import (REPO_DIR, Timer, add_common_args, configure_seed, fail, plot_lines,
                    set_output_root, write_results)
 
 Tensor = torch.Tensor
@@ -140,6 +145,29 @@ def fit_loglog_slope(xs, ys) -> tuple[float, float]:
     return float(slope), float(intercept)
 
 
+def local_slopes(xs, ys) -> list[float]:
+    """Log-log slope between each pair of neighbouring points: shows where a power law bends
+    (e.g. where the L x L scores outgrow a cache), which one global fit would average away."""
+    log_x, log_y = np.log(np.asarray(xs, float)), np.log(np.asarray(ys, float))
+    return (np.diff(log_y) / np.diff(log_x)).tolist()
+
+
+def cpu_caches_mib() -> dict[str, float]:
+    """Sizes of cpu0's data caches in MiB as Linux reports them ({"L1d": .., "L2": .., "L3": ..};
+    empty elsewhere): the timings change regime where the L x L scores outgrow each level."""
+    mib_per_unit = {"K": 2.0 ** -10, "M": 1.0, "G": 2.0 ** 10}
+    caches = {}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        kind = (index / "type").read_text().strip()
+        size = (index / "size").read_text().strip()  # e.g. "32K", "32768K"
+        if kind == "Instruction" or size[-1:] not in mib_per_unit:
+            continue
+        level = (index / "level").read_text().strip()
+        caches[f"L{level}" + ("d" if kind == "Data" else "")] = (
+            float(size[:-1]) * mib_per_unit[size[-1]])
+    return caches
+
+
 def crossover_length(lengths, t_quadratic, t_linear) -> tuple[float | None, str]:
     """First L where the linear form is at least as fast, interpolated in log-log between the
     two grid points around the sign change of log(t_lin / t_quad); None if it never is."""
@@ -247,8 +275,14 @@ def error_against_scale(length: int, d: int, term_counts: list[int], scales: np.
             "fraction_negative_weights": {str(n): negative[n] for n in term_counts}}
 
 
-def time_over_length(lengths: list[int], d: int, n_terms: int, repeats: int) -> dict:
-    """Q1.1 and Q1.4: softmax attention vs the linear form (compact map) over L, float32."""
+def time_over_length(lengths: list[int], d: int, n_terms: int, repeats: int,
+                     fit_from: int) -> dict:
+    """Q1.1 and Q1.4: softmax attention vs the linear form (compact map) over L, float32.
+
+    The slopes are fitted over L >= fit_from only: below it, fixed per-call costs (small L)
+    and the L x L scores moving out of the caches (larger L) bend the curve, so a fit across
+    the whole grid depends on where the grid starts and ends.
+    """
     m = monomial_dim(d, n_terms)
     t_soft, t_lin = [], []
     for length in lengths:
@@ -256,9 +290,15 @@ def time_over_length(lengths: list[int], d: int, n_terms: int, repeats: int) -> 
         t_soft.append(best_time(lambda: softmax_attention(q, k, v), repeats))
         t_lin.append(best_time(lambda: linear_feature_attention(
             monomial_features(q, n_terms), monomial_features(k, n_terms), v), repeats))
-    fit_from = lengths.index(min(lengths, key=lambda l: abs(l - 1024))) if len(lengths) > 4 else 0
-    slope_soft, _ = fit_loglog_slope(lengths[fit_from:], t_soft[fit_from:])
-    slope_lin, _ = fit_loglog_slope(lengths[fit_from:], t_lin[fit_from:])
+    fit = [i for i, length in enumerate(lengths) if length >= fit_from]
+    if len(fit) < 2:
+        raise ValueError(f"need two lengths >= {fit_from} to fit a slope, got {lengths}")
+    fit_lengths = [lengths[i] for i in fit]
+    slope_soft, _ = fit_loglog_slope(fit_lengths, [t_soft[i] for i in fit])
+    slope_lin, _ = fit_loglog_slope(fit_lengths, [t_lin[i] for i in fit])
+    scores_mib = [4 * length * length / 2 ** 20 for length in lengths]  # one float32 L x L
+    local_soft = local_slopes(lengths, t_soft)
+    steepest = int(np.argmax(local_soft))
     crossover, how = crossover_length(lengths, t_soft, t_lin)
     plot_lines("q1-time-vs-length",
                {"softmax attention  O(L^2 D)": (lengths, t_soft),
@@ -268,14 +308,60 @@ def time_over_length(lengths: list[int], d: int, n_terms: int, repeats: int) -> 
     return {
         "D": d, "K": n_terms, "M": m, "lengths": lengths, "repeats": repeats,
         "seconds_softmax": t_soft, "seconds_linear": t_lin,
-        "slope_fit_lengths": lengths[fit_from:],
+        "slope_fit_lengths": fit_lengths,
+        "slope_fit_range": [fit_lengths[0], fit_lengths[-1]],
+        "slope_fit_scores_mib": [scores_mib[fit[0]], scores_mib[fit[-1]]],
         "slope_softmax": slope_soft, "slope_linear": slope_lin,
+        "local_slopes_softmax": local_soft,
+        "local_slopes_linear": local_slopes(lengths, t_lin),
+        "steepest_local_slope_softmax": {
+            "slope": local_soft[steepest],
+            "from_L": lengths[steepest], "to_L": lengths[steepest + 1],
+            "from_scores_mib": scores_mib[steepest], "to_scores_mib": scores_mib[steepest + 1]},
+        "scores_mib": scores_mib,
+        "cpu_caches_mib": cpu_caches_mib(),
         "crossover_L": crossover, "crossover_method": how,
         # By multiply-add count the two meet where 2 L^2 D = 2 L M (D + 1), i.e. L = M (D+1)/D.
         "crossover_L_by_macs": m * (d + 1) / d,
         "macs_softmax": [softmax_attention_macs(l, d) for l in lengths],
         "macs_linear": [linear_attention_macs(l, m, d) for l in lengths],
     }
+
+
+def timing_memory_bytes(length: int, d: int, n_terms: int) -> float:
+    """About the peak memory of `time_over_length` at its longest L, float32: softmax attention
+    holds the L x L scores and their softmax; the linear form holds Phi(Q) (L x M) while it
+    builds Phi(K), whose top-degree block first gathers (L, n_top, K - 1) factors. Computed
+    with lgamma in floating point: for an absurd -K, M has more digits than is worth counting
+    exactly (inf once it passes 1e300)."""
+    def exp(x: float) -> float:
+        return math.exp(x) if x < 690 else math.inf
+    m = exp(math.lgamma(d + n_terms) - math.lgamma(d + 1) - math.lgamma(n_terms))
+    top = exp(math.lgamma(d + n_terms - 1) - math.lgamma(d) - math.lgamma(n_terms))
+    return max(8.0 * length * length, 4.0 * length * (2 * m + (n_terms - 1) * top))
+
+
+def available_memory_bytes() -> int:
+    """MemAvailable of /proc/meminfo (Linux), else the physical memory."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_timing_memory(length: int, d: int, n_terms: int) -> None:
+    """Stop before any work if the timings need more memory than this machine has free
+    (-K 40 would otherwise allocate until the process is killed), saying how much."""
+    need, available = timing_memory_bytes(length, d, n_terms), available_memory_bytes()
+    if need > available:
+        gib = need / 2 ** 30
+        raise fail(f"-D {d} -K {n_terms}: the timings (L up to {length}) would need "
+                   + (f"about {gib:.3g} GiB" if gib < 1e300 else "more than 1e300 GiB")
+                   + f" of memory, {available / 2 ** 30:.1f} GiB is available; use a smaller "
+                   "-K or -D")
 
 
 def time_over_feature_size(length: int, configs: list[tuple[int, int]], repeats: int) -> dict:
@@ -326,28 +412,38 @@ def main(argv=None) -> None:
     configure_seed(args.seed)
     if args.out_dir or args.quick:
         set_output_root(args.out_dir or REPO_DIR / "quick_runs")
+    for folder in (utils.PLOTS_DIR, utils.RESULTS_DIR):  # before the work, not after
+        utils.ensure_writable(folder, "-out_dir")
     with Timer() as wall:
         if args.quick:
             lengths, repeats, feature_len = [128, 256, 512, 1024, 2048], min(args.repeats, 2), 512
+            fit_from = 512
             size_configs = [(8, 3), (16, 3), (32, 3), (8, 2), (16, 2), (8, 4)]
         else:
-            lengths = [256, 512, 1024, 2048, 4096, 8192]
-            repeats, feature_len = args.repeats, 16384
+            # The slopes are fitted from L = 4096 on, where one float32 L x L score matrix
+            # (64 MiB and more) is larger than the last-level cache of common CPUs, so every
+            # pass over the scores goes to main memory and time grows like L^2 again.
+            lengths = [256, 512, 1024, 2048, 3072, 4096, 6144, 8192, 12288, 16384]
+            repeats, feature_len, fit_from = args.repeats, 16384, 4096
             size_configs = [(8, 3), (16, 3), (32, 3), (64, 3), (8, 2), (16, 2), (32, 2),
                             (64, 2), (8, 4), (16, 4)]
+        check_timing_memory(max(lengths), args.D, args.K)
         cases = [(1, 3), (2, 2), (2, 3), (3, 3), (4, 3), (8, 3), (16, 3), (3, 4), (5, 4),
                  (8, 4), (2, 5), (4, 5), (3, 6)]
         feature_map = check_feature_maps(cases, n_pairs=200)
+        feature_map_worst = max(r["max_abs_err"] for r in feature_map)
         print(f"Q1.2 feature maps: worst |phi(q)^T phi(k) - series| = "
-              f"{max(r['max_abs_err'] for r in feature_map):.2e} over {len(cases)} (D, K)")
+              f"{feature_map_worst:.2e} over {len(cases)} (D, K)")
         exp_fit = exp_truncation_curves([2, 3, 4, 5, 6])
         identities = check_attention_identities(length=64, d=8, n_terms=3)
         print(f"Q1.3 D^-1 Phi Phi^T V vs series attention: "
               f"{identities['quadratic_vs_series_max_abs_err_compact']:.2e}")
         scale = error_against_scale(64, 16, [2, 3, 4, 5], np.logspace(-2, 1, 13))
-        timing = time_over_length(lengths, args.D, args.K, repeats)
+        timing = time_over_length(lengths, args.D, args.K, repeats, fit_from)
+        low, high = timing["slope_fit_range"]
         print(f"Q1.1 softmax slope {timing['slope_softmax']:.2f}; Q1.4 linear slope "
-              f"{timing['slope_linear']:.2f}; crossover L ~ {timing['crossover_L']}")
+              f"{timing['slope_linear']:.2f} (L {low}-{high}); "
+              f"crossover L ~ {timing['crossover_L']}")
         feature_cost = time_over_feature_size(feature_len, size_configs, repeats)
         print(f"Q1.4 linear-form time vs M*D: slope {feature_cost['slope_vs_MD']:.2f}")
     results = {
@@ -358,6 +454,7 @@ def main(argv=None) -> None:
             identities["linear_vs_quadratic_max_abs_err_tensor"],
             identities["linear_vs_quadratic_max_abs_err_compact"]),
         "feature_map": feature_map,
+        "feature_map_max_abs_err": feature_map_worst,
         "exp_truncation": exp_fit,
         "identities": identities,
         "error_vs_scale": scale,

@@ -13,13 +13,22 @@ batches; equal up to float rounding) faster: whole splits are tensors sliced by 
 permutation DataLoader would draw, a sweep's learning rates train side by side as one network,
 the backward pass is written out with the SGD update fused into it, and evaluation runs under
 no_grad in batches (bench/q2_bench.py measures it against a replica of the handed-out loop).
+
+Runs that cannot lie: each epoch is checkpointed under <out_dir>/checkpoints/q2 with the
+run's identity (flags, data MD5s, library versions), and -resume continues or reuses only a
+run of the same identity; a second process writing the same files stops at a lock; a
+non-finite loss ends the run with exit status 1 and writes no results; Ctrl-C or SIGTERM also
+stops a -jobs sweep's processes, keeping every finished epoch.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,9 +40,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import utils
-from download_octmnist import describe, validate_octmnist
-from utils import (Timer, add_common_args, configure_seed, fail, plot_lines, save_checkpoint,
-                   write_results)
+from download_octmnist import describe, md5sum, validate_octmnist
+from utils import (Timer, add_common_args, configure_seed, fail, non_negative_float, plot_lines,
+                   positive_float, positive_int, save_checkpoint, write_results)
 
 LEARNING_RATES = (0.1, 0.01, 0.001)
 N_CLASSES = 4
@@ -321,6 +330,7 @@ def load_splits(data_dir, subset: int | None) -> tuple[dict[str, tuple[torch.Ten
         for k in ("train", "dev"):
             tensors[k] = tuple(t[:subset] for t in tensors[k])
     info = describe(path)
+    info["md5"] = md5sum(path)  # the data's part of each run's identity
     info["sizes"] = {k: len(v[0]) for k, v in tensors.items()}
     if subset:
         info["subset"] = f"first {subset} train and validation images"
@@ -328,9 +338,11 @@ def load_splits(data_dir, subset: int | None) -> tuple[dict[str, tuple[torch.Ten
 
 
 def load_real_check(path: Path | None) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The 80 genuine Kermany OCT images (all splits together), preprocessed like OCTMNIST."""
+    """The 80 genuine Kermany OCT images (all splits together), preprocessed like OCTMNIST;
+    a file without OCTMNIST's keys, shapes and labels is a one-line error naming it."""
     if path is None or not path.exists():
         return None
+    validate_octmnist(path)
     with np.load(path) as d:
         x = np.concatenate([d[f"{s}_images"] for s in ("train", "val", "test")])
         y = np.concatenate([d[f"{s}_labels"] for s in ("train", "val", "test")]).reshape(-1)
@@ -343,10 +355,62 @@ def config_name(lr: float, args: argparse.Namespace, no_maxpool: bool) -> str:
     return f"{lr}-{args.dropout}-{args.l2_decay}-{args.optimizer}-{no_maxpool}"
 
 
+# Flags that change what a training group computes, besides its learning rates and variant.
+IDENTITY_FLAGS = ("epochs", "batch_size", "dropout", "l2_decay", "optimizer", "subset", "seed")
+
+
+def run_identity(learning_rates: list[float], no_maxpool: bool, args: argparse.Namespace,
+                 data_info: dict) -> dict:
+    """Everything that determines the numbers of one training group: the flags, the data
+    (file MD5s) and the libraries that compute them. Its checkpoint and finished runs record
+    it, and -resume continues or reuses them only when it is the same, so that a smoke run's
+    state is never continued, or published, as another run's."""
+    return {"learning_rates": list(learning_rates), "no_maxpool": no_maxpool,
+            **{flag: getattr(args, flag) for flag in IDENTITY_FLAGS},
+            "device": torch.device(args.device).type, "data_md5": data_info["md5"],
+            "real_images_md5": data_info.get("real_check_md5"),
+            "torch": torch.__version__, "numpy": np.__version__}
+
+
+def check_identity(path: Path, saved: dict | None, identity: dict) -> None:
+    """Stop, naming what differs, unless `saved` (the identity recorded in `path`) is
+    `identity`."""
+    how = "run without -resume, or delete it, to start afresh"
+    if saved is None:
+        raise fail(f"-resume: {path} records no run identity (an older version wrote it); {how}")
+    changed = [f"{key} {saved.get(key)!r} -> {value!r}" for key, value in identity.items()
+               if saved.get(key) != value]
+    if changed:
+        raise fail(f"-resume: {path} is another run ({', '.join(changed)}); {how}")
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, weights_only=False)
+    except Exception as err:  # truncated, or not a checkpoint at all
+        raise fail(f"{path}: unreadable checkpoint ({type(err).__name__}); delete it to start "
+                   "afresh") from None
+
+
 def train_runs(learning_rates: list[float], no_maxpool: bool, args: argparse.Namespace,
-               splits: dict, real_check) -> list[dict]:
+               splits: dict, real_check, data_info: dict) -> list[dict]:
     """Train one configuration per learning rate from seed `args.seed`, side by side
-    (`StackedCNN`); returns each run's curves and test scores."""
+    (`StackedCNN`); returns each run's curves and test scores. The group's checkpoint is
+    locked meanwhile: a second process training the same group stops at once."""
+    names = [config_name(lr, args, no_maxpool) for lr in learning_rates]
+    checkpoint = Path(args.checkpoint_dir) / ("+".join(names) + f"-seed{args.seed}.pt")
+    identity = run_identity(learning_rates, no_maxpool, args, data_info)
+    with utils.exclusive(checkpoint.with_suffix(".lock"), f"the checkpoint {checkpoint}"):
+        model, state = train_group(learning_rates, no_maxpool, args, splits, checkpoint,
+                                   identity)
+        return finished_runs(model, state, learning_rates, no_maxpool, args, splits,
+                             real_check)
+
+
+def train_group(learning_rates: list[float], no_maxpool: bool, args: argparse.Namespace,
+                splits: dict, checkpoint: Path, identity: dict) -> tuple[StackedCNN, dict]:
+    """The epochs of one group, each saved to `checkpoint` (with -resume, continued from it):
+    the trained model and the state holding every batch loss and validation accuracy."""
     configure_seed(args.seed)
     model = StackedCNN([CNN(args.dropout, no_maxpool=no_maxpool)] * len(learning_rates))
     model.to(args.device)
@@ -359,10 +423,10 @@ def train_runs(learning_rates: list[float], no_maxpool: bool, args: argparse.Nam
         raise ValueError("side-by-side runs need -optimizer sgd")
     names = [config_name(lr, args, no_maxpool) for lr in learning_rates]
     label = ", ".join(names)
-    checkpoint = Path(args.checkpoint_dir) / ("+".join(names) + f"-seed{args.seed}.pt")
     state = {"epoch": 0, "losses": [], "val_acc": [], "seconds": 0.0}
     if args.resume and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
+        state = load_checkpoint(checkpoint)
+        check_identity(checkpoint, state.get("identity"), identity)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
@@ -373,6 +437,7 @@ def train_runs(learning_rates: list[float], no_maxpool: bool, args: argparse.Nam
         with Timer() as timer:
             losses = train_epoch(model, *splits["train"], optimizer, args.batch_size,
                                  progress=not args.no_progress)
+            stop_if_diverged(losses, epoch, names)
             accuracies = [evaluate(model.replica(r), *splits["dev"])
                           for r in range(len(learning_rates))]
         print(f"epoch {epoch}/{args.epochs} [{label}]  train loss "
@@ -383,8 +448,28 @@ def train_runs(learning_rates: list[float], no_maxpool: bool, args: argparse.Nam
                  "seconds": state["seconds"] + timer.seconds, "model": model.state_dict(),
                  "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
                  "cuda_rng": torch.cuda.get_rng_state() if args.device.startswith("cuda")
-                 else None}
+                 else None, "identity": identity}
         save_checkpoint(state, checkpoint)
+    return model, state
+
+
+def stop_if_diverged(losses: torch.Tensor, epoch: int, names: list[str]) -> None:
+    """End the run (exit status 1) at the first non-finite batch loss of the epoch, before
+    the epoch is checkpointed or anything is plotted or written: a diverged network's scores
+    are not results. Checked once per epoch, so the training loop itself is untouched."""
+    bad = (~torch.isfinite(losses)).nonzero().tolist()  # [replica, step] pairs
+    if bad:
+        r, step = min(bad, key=lambda rs: (rs[1], rs[0]))
+        raise fail(f"training diverged: loss {losses[r, step].item()} at epoch {epoch}, step "
+                   f"{step + 1} of {losses.shape[1]} ({names[r]}); nothing was written for "
+                   "it; lower the learning rate")
+
+
+def finished_runs(model: StackedCNN, state: dict, learning_rates: list[float],
+                  no_maxpool: bool, args: argparse.Namespace, splits: dict,
+                  real_check) -> list[dict]:
+    """Each run's curves and test scores from the trained group, with its two figures."""
+    names = [config_name(lr, args, no_maxpool) for lr in learning_rates]
     all_losses, val_acc = state["losses"], state["val_acc"]
     losses = torch.stack(all_losses, dim=1)  # (R, epochs, batches)
     running = losses.flatten(1).cumsum(dim=1).view_as(losses)[..., -1] / \
@@ -436,19 +521,33 @@ def plot_comparison(runs: list[dict]) -> None:
 
 
 def runs_or_resume(learning_rates: list[float], no_maxpool: bool, args, splits,
-                   real_check) -> list[dict]:
-    """Finished runs are kept in <checkpoint_dir>/<config>-seed<seed>.json; with -resume a
-    group whose runs are all there is reused instead of trained again."""
+                   real_check, data_info: dict) -> list[dict]:
+    """Finished runs are kept in <checkpoint_dir>/<config>-seed<seed>.json with the identity
+    of their group; with -resume a group whose runs are all there, with the same identity,
+    is reused instead of trained again."""
+    identity = run_identity(learning_rates, no_maxpool, args, data_info)
     paths = [Path(args.checkpoint_dir) / f"{config_name(lr, args, no_maxpool)}-seed{args.seed}.json"
              for lr in learning_rates]
     if args.resume and all(p.exists() for p in paths):
         print("resuming: reusing " + ", ".join(str(p) for p in paths))
-        return [json.loads(p.read_text()) for p in paths]
-    runs = train_runs(learning_rates, no_maxpool, args, splits, real_check)
+        return [load_finished_run(p, identity) for p in paths]
+    runs = train_runs(learning_rates, no_maxpool, args, splits, real_check, data_info)
     for path, run in zip(paths, runs):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(run))
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # then rename: never half a file
+        tmp.write_text(json.dumps({"identity": identity, "run": run}))
+        tmp.replace(path)
     return runs
+
+
+def load_finished_run(path: Path, identity: dict) -> dict:
+    """The run stored in `path`, if it was trained with `identity`."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise fail(f"{path}: unreadable finished-run file ({type(err).__name__}); delete it "
+                   "to train the run again") from None
+    check_identity(path, record.get("identity") if isinstance(record, dict) else None, identity)
+    return record["run"]
 
 
 def sweep_groups(args) -> list[tuple[list[float], bool]]:
@@ -477,20 +576,26 @@ def train_groups_in_processes(args) -> None:
                 running.remove((group, process))
                 if process.returncode != 0:
                     raise fail(f"the process training sweep group {group} failed (exit code "
-                               f"{process.returncode}); rerun with -resume to continue")
-    finally:
+                               f"{process.returncode}; its error is above)")
+    finally:  # on an error, Ctrl-C or SIGTERM: stop the other processes before exiting
         for _, process in running:
             process.terminate()
+        for _, process in running:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
-def sweep(args, splits, real_check) -> dict:
+def sweep(args, splits, real_check, data_info: dict) -> dict:
     """Both variants x the learning rates; pick the best rate on validation (max-pooling)."""
     groups = sweep_groups(args)
     if args.jobs > 1:
         train_groups_in_processes(args)
         args.resume = True  # every group is finished now: collect the runs
     runs = [run for group, no_maxpool in groups
-            for run in runs_or_resume(group, no_maxpool, args, splits, real_check)]
+            for run in runs_or_resume(group, no_maxpool, args, splits, real_check, data_info)]
     with_pool = [r for r in runs if not r["no_maxpool"]]
     best = max(with_pool, key=lambda r: r["val_acc"][-1])
     best_lr = best["learning_rate"]
@@ -507,12 +612,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         description="Question 2: CNN on OCTMNIST. Q2.1 conv-pool network tuned over the "
                     "learning rate, Q2.2 the same without max-pooling (-no_maxpool), Q2.3 "
                     "trainable-parameter counts.")
-    parser.add_argument("-epochs", default=15, type=int,
+    parser.add_argument("-epochs", default=15, type=positive_int,
                         help="training epochs (default: %(default)s, as the statement asks; "
                              "the handed-out default was 20)")
-    parser.add_argument("-batch_size", default=8, type=int, help="default: %(default)s")
-    parser.add_argument("-learning_rate", type=float, default=0.01, help="default: %(default)s")
-    parser.add_argument("-l2_decay", type=float, default=0, help="default: %(default)s")
+    parser.add_argument("-batch_size", default=8, type=positive_int, help="default: %(default)s")
+    parser.add_argument("-learning_rate", type=positive_float, default=0.01,
+                        help="default: %(default)s")
+    parser.add_argument("-l2_decay", type=non_negative_float, default=0,
+                        help="default: %(default)s")
     parser.add_argument("-dropout", type=float, default=0.7, help="default: %(default)s")
     parser.add_argument("-optimizer", choices=["sgd", "adam"], default="sgd")
     parser.add_argument("-no_maxpool", action="store_true",
@@ -520,37 +627,53 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("-sweep", action="store_true",
                         help="the whole protocol: both variants x -learning_rates, best "
                              "learning rate chosen on validation, test reported")
-    parser.add_argument("-learning_rates", type=float, nargs="+", default=list(LEARNING_RATES),
+    parser.add_argument("-learning_rates", type=positive_float, nargs="+",
+                        default=list(LEARNING_RATES),
                         help="learning rates of -sweep (default: %(default)s)")
-    parser.add_argument("-jobs", type=int, default=1,
+    parser.add_argument("-jobs", type=positive_int, default=1,
                         help="-sweep: train the two networks in this many processes at once, "
                              "one torch thread each (default: %(default)s; 2 puts both cores of "
                              "a 2-core CPU to work)")
     parser.add_argument("-group", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("-subset", type=int, default=None,
+    parser.add_argument("-subset", type=positive_int, default=None,
                         help="train and validate on the first N images only (smoke runs)")
     parser.add_argument("-real_images", default=None,
                         help="the 80 genuine Kermany OCT images to score as a check "
                              "(default: octmnist_kermany.npz in -data_dir or $HW2_DATA_DIR)")
-    parser.add_argument("-checkpoint_dir", default="checkpoints/q2",
+    parser.add_argument("-checkpoint_dir", default=None,
                         help="where each epoch's training state and finished runs are kept "
-                             "(default: %(default)s)")
+                             "(default: checkpoints/q2 under -out_dir, else under the current "
+                             "folder)")
     parser.add_argument("-resume", action="store_true",
                         help="continue from -checkpoint_dir: finished runs are reused, an "
-                             "interrupted one continues after its last finished epoch")
+                             "interrupted one continues after its last finished epoch; only "
+                             "runs of the same configuration, data and library versions")
     parser.add_argument("-device", default="cpu",
                         help="torch device, e.g. cuda (default: %(default)s, as handed out)")
     parser.add_argument("-no_progress", action="store_true", help="no progress bars")
     add_common_args(parser, threads=True)
     args = parser.parse_args(argv)
-    if args.epochs < 1 or args.batch_size < 1 or not 0 <= args.dropout < 1:
-        parser.error("need -epochs >= 1, -batch_size >= 1 and 0 <= -dropout < 1")
-    if args.subset is not None and args.subset < 1:
-        parser.error("-subset must be positive")
-    if args.jobs < 1:
-        parser.error("-jobs must be positive")
+    if not 0 <= args.dropout < 1:
+        parser.error(f"argument -dropout: must lie in [0, 1) (got {args.dropout})")
+    problem = device_problem(args.device)
+    if problem:
+        parser.error(f"argument -device: {problem}")
+    if args.checkpoint_dir is None:  # two output folders never share checkpoints
+        args.checkpoint_dir = str(Path(args.out_dir or ".") / "checkpoints" / "q2")
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for -jobs' processes
     return args
+
+
+def device_problem(device: str) -> str | None:
+    """Why torch cannot use `device` here, or None: checked at parse time, so that
+    `-device cuda` on a machine without a GPU is a usage error rather than a traceback."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return f"{device}: no CUDA GPU is available here (use -device cpu)"
+    try:
+        torch.empty(0, device=device)
+    except Exception as err:  # unknown name, no such GPU, backend not built: all unusable
+        return f"{device} is not usable here ({textwrap.shorten(str(err), 80)})"
+    return None
 
 
 def find_real_images(args) -> Path | None:
@@ -566,8 +689,35 @@ def find_real_images(args) -> Path | None:
 
 
 def main(argv=None) -> None:
+    """Load and check the data, check the output folders and take the lock on the results
+    file (a -jobs process works under its parent's), then train: a bad input stops the run
+    before any training, and an interruption ends in one line, every finished epoch kept in
+    the checkpoints for -resume."""
     args = parse_args(argv)
     utils.apply_common_args(args)
+    child = args.sweep and args.group is not None  # a process started by -jobs: one group
+    name = "q2" if args.sweep else \
+        f"q2-run-{config_name(args.learning_rate, args, args.no_maxpool)}"
+    try:
+        data = load_data(args)
+        for folder, flag in ((utils.RESULTS_DIR, "-out_dir"), (utils.PLOTS_DIR, "-out_dir"),
+                             (Path(args.checkpoint_dir), "-checkpoint_dir")):
+            utils.ensure_writable(folder, flag)
+        if child:
+            runs_or_resume(*sweep_groups(args)[args.group], args, *data)
+            return
+        with utils.exclusive(utils.RESULTS_DIR / f"{name}.lock", f"{name}.json"):
+            train_and_write(args, name, *data)
+    except KeyboardInterrupt:
+        if child:
+            raise SystemExit(130) from None  # the parent reports the interruption
+        raise fail(f"interrupted; every finished epoch is kept in {args.checkpoint_dir}: rerun "
+                   "with -resume to continue") from None
+
+
+def load_data(args: argparse.Namespace) -> tuple[dict, tuple | None, dict]:
+    """The splits and the optional genuine-image check on -device, checked, and what they
+    are (for results files and run identities)."""
     splits, data_info = load_splits(args.data_dir, args.subset)
     splits = {k: tuple(t.to(args.device) for t in v) for k, v in splits.items()}
     real_path = find_real_images(args)
@@ -575,9 +725,13 @@ def main(argv=None) -> None:
     if real_check:
         real_check = tuple(t.to(args.device) for t in real_check)
     data_info["real_check"] = str(real_path) if real_path else None
-    if args.sweep and args.group is not None:  # a process started by -jobs: one group only
-        runs_or_resume(*sweep_groups(args)[args.group], args, splits, real_check)
-        return
+    data_info["real_check_md5"] = md5sum(real_path) if real_path else None
+    return splits, real_check, data_info
+
+
+def train_and_write(args: argparse.Namespace, name: str, splits: dict, real_check,
+                    data_info: dict) -> None:
+    """Train one run or the sweep and write results/<name>.json."""
     model = CNN(args.dropout, no_maxpool=args.no_maxpool)
     params = {"max-pool": params_per_layer(CNN(args.dropout)),
               "no max-pool": params_per_layer(CNN(args.dropout, no_maxpool=True))}
@@ -586,10 +740,10 @@ def main(argv=None) -> None:
               + f"; total {sum(layers.values()):,}")
     with Timer() as wall:
         if args.sweep:
-            results, name = sweep(args, splits, real_check), "q2"
+            results = sweep(args, splits, real_check, data_info)
         else:
-            run, = train_runs([args.learning_rate], args.no_maxpool, args, splits, real_check)
-            results, name = {"runs": [run]}, f"q2-run-{run['config']}"
+            results = {"runs": train_runs([args.learning_rate], args.no_maxpool, args, splits,
+                                          real_check, data_info)}
     results["params_per_layer"] = params
     results["trainable_params"] = {k: sum(v.values()) for k, v in params.items()}
     path = write_results(name, results, config=vars(args), seed=args.seed, data=data_info,
@@ -598,5 +752,18 @@ def main(argv=None) -> None:
     print(f"wrote {path} ({wall.seconds:.0f} s)")
 
 
+def interrupt(signum, frame) -> None:
+    """SIGINT and SIGTERM handler: stop like Ctrl-C, so that `finally` blocks run (a -jobs
+    sweep stops its processes; locks are released and removed), ignoring further signals
+    meanwhile (a -jobs process gets Ctrl-C's SIGINT and then its parent's SIGTERM). A no-op
+    handler rather than SIG_IGN: Python reports a signal already pending when its handler
+    becomes SIG_IGN as an error."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: None)
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     main()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 from collections import Counter
 from pathlib import Path
 
@@ -30,8 +29,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import utils
-from ljspeech import (FeatureCache, LJSpeech, LogMel, PadCollate, SpeechDataset,
-                      TokenVectorizer)
+from ljspeech import (AUDIO_TIME, Clip, ClipBatches, FeatureBank, FeatureCache, LJSpeech, LogMel,
+                      SpeechDataset, TokenVectorizer)
 from q3_model import SpeechToText
 from utils import (Timer, add_common_args, configure_seed, fail, plot_lines, save_checkpoint,
                    write_results)
@@ -84,78 +83,94 @@ def error_rates(pairs: list[tuple[str, str]]) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------
-def make_scheduler(optimizer, epochs: int):
-    """The handed-out schedule, stepped once per epoch."""
-    warmup = int(0.15 * epochs)
+def make_scheduler(optimizer, epochs: int, updates_per_epoch: int = 1, schedule: str = "epoch",
+                   warmup_updates: int | None = None):
+    """The handed-out learning-rate shape: linear warm-up from 1e-2 x lr to lr, then linear
+    decay to 1e-2 x lr. schedule="epoch" is the handed-out one, stepped once per epoch, with
+    int(0.15 x epochs) warm-up epochs (so 6 epochs or fewer have none and start at lr).
+    schedule="update" has the same shape stepped after every update, over
+    epochs x updates_per_epoch updates, with `warmup_updates` warm-up updates (default 15%)."""
+    if schedule == "epoch":
+        warmup, total = int(0.15 * epochs), epochs
+        decay = int(0.85 * epochs)
+    else:
+        total = epochs * updates_per_epoch
+        warmup = int(0.15 * total) if warmup_updates is None else warmup_updates
+        decay = total - warmup
+    phases = [torch.optim.lr_scheduler.LinearLR(optimizer, 1.0, 1e-2, total_iters=decay)]
+    if warmup == 0:
+        return phases[0]
     return torch.optim.lr_scheduler.SequentialLR(optimizer, [
-        torch.optim.lr_scheduler.LinearLR(optimizer, 1e-2, 1.0, total_iters=warmup),
-        torch.optim.lr_scheduler.LinearLR(optimizer, 1.0, 1e-2, total_iters=int(0.85 * epochs)),
-    ], milestones=[warmup])
+        torch.optim.lr_scheduler.LinearLR(optimizer, 1e-2, 1.0, total_iters=warmup), *phases],
+        milestones=[warmup])
 
 
 def teacher_forced_loss(logits: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the logits for text[:, :-1] against text[:, 1:] (label smoothing 0.1,
     padding positions included, as handed out)."""
-    return F.cross_entropy(logits, text[:, 1:], label_smoothing=0.1)
+    return F.cross_entropy(logits.float(), text[:, 1:], label_smoothing=0.1)
 
 
-def train_epoch(model, loader, optimizer, args) -> float:
-    model.train()
-    total, count = 0.0, 0
-    bar = tqdm(loader, leave=False, disable=args.no_progress, desc="train")
-    for audio, text, lengths in bar:
-        audio, text = audio.to(args.device), text.to(args.device)
-        lengths = lengths.to(args.device) if args.fast else None
-        optimizer.zero_grad()
-        loss = teacher_forced_loss(model(audio, text[:, :-1], lengths), text)
-        loss.backward()
-        optimizer.step()
-        total, count = total + loss.item(), count + 1
-        bar.set_postfix(loss=f"{total / count:.3f}")
-    return total / count
+def autocast(args):
+    """bf16 autocast with -amp (pays on GPUs), else a no-op context."""
+    return torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16,
+                          enabled=args.amp)
+
+
+def frames_for(args) -> int | None:
+    """Padding of a batch: its longest clip with -fast, else the handed-out 2754 frames."""
+    return None if args.fast else AUDIO_TIME
+
+
+def train_step(model, bank: FeatureBank, indices, optimizer, args) -> torch.Tensor:
+    """One update on the clips at `indices`; returns the loss (not synchronised)."""
+    audio, text, lengths = bank.batch(indices, frames_for(args))
+    with autocast(args):
+        logits = model(audio, text[:, :-1], lengths if args.fast else None)
+    loss = teacher_forced_loss(logits, text)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
 
 
 @torch.no_grad()
-def evaluate(model, loader, vectorizer, args, desc="eval") -> tuple[dict, list[tuple[str, str]]]:
-    """Mean batch loss, mean similarities per clip, WER / CER, and every decoded pair."""
+def evaluate(model, bank: FeatureBank, vectorizer, args, desc="eval"
+             ) -> tuple[dict, list[tuple[str, str]]]:
+    """Mean batch loss, mean similarities per clip, WER / CER, and every decoded pair (in
+    corpus order). -fast evaluates batches of similar length (same values, less padding)."""
     model.eval()
-    sums, losses, pairs = dict.fromkeys(SIMILARITIES, 0.0), [], []
-    for audio, text, lengths in tqdm(loader, leave=False, disable=args.no_progress, desc=desc):
-        audio, text = audio.to(args.device), text.to(args.device)
-        lengths = lengths.to(args.device) if args.fast else None
-        latent, padding = model.encode(audio, lengths)  # once for the loss and the decoding
-        losses.append(teacher_forced_loss(model.decode(text[:, :-1], latent, padding), text).item())
-        generated = model.greedy(latent, padding, use_cache=args.fast,
-                                 stop_token=STOP if args.fast else None)
+    if args.fast:
+        batches = bank.batches_in_length_order(args.eval_batch_size)
+    else:
+        batches = list(torch.arange(len(bank)).split(args.eval_batch_size))
+    sums, losses, pairs = dict.fromkeys(SIMILARITIES, 0.0), [], {}
+    for indices in tqdm(batches, leave=False, disable=args.no_progress, desc=desc):
+        audio, text, lengths = bank.batch(indices, frames_for(args))
+        with autocast(args):
+            latent, padding = model.encode(audio, lengths if args.fast else None)
+            logits = model.decode(text[:, :-1], latent, padding)
+            generated = model.greedy(latent, padding, use_cache=args.fast,
+                                     stop_token=STOP if args.fast else None)
+        losses.append(teacher_forced_loss(logits, text))
         batch_sums, batch_pairs = string_scores(text.cpu(), generated.cpu(), vectorizer)
         sums = {k: sums[k] + batch_sums[k] for k in sums}
-        pairs += batch_pairs
-    metrics = {"loss": float(np.mean(losses)), **{k: v / len(pairs) for k, v in sums.items()},
-               **error_rates(pairs)}
+        pairs.update(zip(indices.tolist(), batch_pairs))
+    pairs = [pairs[i] for i in range(len(bank))]
+    metrics = {"loss": float(torch.stack(losses).mean()),
+               **{k: v / len(pairs) for k, v in sums.items()}, **error_rates(pairs)}
+    model.train()
     return metrics, pairs
 
 
-def make_loader(corpus: LJSpeech, clips, args, batch_size: int, shuffle: bool):
+def load_bank(corpus: LJSpeech, clips: list[Clip], args, desc: str) -> FeatureBank:
+    """The clips' features and tokens in memory (on -device), computed once into -cache_dir."""
     if not clips:
         raise fail(f"no clips with audio in {corpus.root} for this split "
                    f"({corpus.describe()['clips_with_audio']} clips have audio)")
     cache = FeatureCache(Path(args.cache_dir), LogMel())
     dataset = SpeechDataset(corpus, clips, cache, TokenVectorizer())
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=args.workers,
-        collate_fn=PadCollate(None if args.fast else 2754),
-        persistent_workers=args.workers > 0)
-
-
-def rng_states() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-            "python": random.getstate()}
-
-
-def set_rng_states(states: dict) -> None:
-    torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
-    random.setstate(states["python"])
+    return FeatureBank(dataset, args.workers, args.device, not args.no_progress, desc)
 
 
 def build_model(args) -> SpeechToText:
@@ -164,16 +179,37 @@ def build_model(args) -> SpeechToText:
                         statement_norm=args.statement_norm).to(args.device)
 
 
+# Flags that change what a run computes: -resume continues only a run with the same values.
+RUN_IDENTITY = ("decoder", "epochs", "lr", "batch_size", "eval_batch_size", "encoder_layers",
+                "statement_norm", "hidden_dim", "ff_dim", "train_clips", "eval_clips", "fast",
+                "schedule", "warmup_updates", "curriculum", "eval_every", "amp", "seed")
+
+
+def run_identity(args, corpus: LJSpeech) -> dict:
+    return {**{name: getattr(args, name) for name in RUN_IDENTITY},
+            "corpus": corpus.describe()["splits"]}
+
+
 def checkpoint_path(args) -> Path:
-    return Path(args.checkpoint_dir) / f"q3-{args.decoder}-seed{args.seed}.pt"
+    folder = Path(args.checkpoint_dir) if args.checkpoint_dir else \
+        Path(args.out_dir or ".") / "checkpoints" / "q3"
+    return folder / f"{run_name(args)}-seed{args.seed}.pt"
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, weights_only=False, map_location="cpu")
+    except Exception as err:  # truncated or foreign file
+        raise fail(f"{path}: unreadable checkpoint ({type(err).__name__}); delete it to "
+                   "start afresh") from None
 
 
 def restore_model(args) -> SpeechToText:
-    """The model of the last finished epoch in -checkpoint_dir."""
+    """The model of the last checkpoint."""
     checkpoint, model = checkpoint_path(args), build_model(args)
     if not checkpoint.exists():
         raise fail(f"no checkpoint {checkpoint}: train first (without -analysis_only)")
-    model.load_state_dict(torch.load(checkpoint, weights_only=False)["model"])
+    model.load_state_dict(load_checkpoint(checkpoint)["model"])
     return model
 
 
@@ -181,68 +217,120 @@ def open_corpus(args) -> LJSpeech:
     return LJSpeech(utils.resolve_data_dir(args.data_dir) / "LJSpeech-1.1")
 
 
+def resume_state(args, identity: dict, model, optimizer, scheduler) -> dict:
+    """The state of a fresh run, or (with -resume) that of the checkpoint, loaded into the
+    model, optimiser and scheduler; a checkpoint of another configuration is refused."""
+    state = {"update": 0, "history": [], "seconds": 0.0, "identity": identity}
+    checkpoint = checkpoint_path(args)
+    if not (args.resume and checkpoint.exists()):
+        return state
+    saved = load_checkpoint(checkpoint)
+    changed = [k for k in identity if saved.get("identity", {}).get(k) != identity[k]]
+    if changed:
+        raise fail(f"{checkpoint} is another run (differs in {', '.join(changed)}); drop "
+                   "-resume or delete it to start afresh")
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    print(f"resuming after update {saved['update']} from {checkpoint}")
+    return saved
+
+
 def run(args) -> tuple[dict, SpeechToText, LJSpeech]:
-    """Train (or resume), validating after every epoch, then test: (results, model, corpus)."""
+    """Train (or resume), validating at the end of every epoch and every -eval_every updates,
+    then test: (results, model, corpus)."""
     configure_seed(args.seed)
     corpus = open_corpus(args)
     real_corpus = find_real_corpus(args, corpus)
-    loaders = {
-        "train": make_loader(corpus, corpus.split("train", args.train_clips), args,
-                             args.batch_size, shuffle=True),
-        "validation": make_loader(corpus, corpus.split("validation", args.eval_clips), args,
-                                  args.eval_batch_size, shuffle=False),
-    }
+    train = load_bank(corpus, corpus.split("train", args.train_clips), args, "train features")
+    validation = load_bank(corpus, corpus.split("validation", args.eval_clips), args,
+                           "validation features")
+    batches = ClipBatches(train.lengths, args.batch_size, args.seed, group=args.fast,
+                          curriculum=args.curriculum)
+    per_epoch, total = len(batches), len(batches) * args.epochs
     model = build_model(args)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
-    scheduler = make_scheduler(optimizer, args.epochs)
+    scheduler = make_scheduler(optimizer, args.epochs, per_epoch, args.schedule,
+                               args.warmup_updates)
     vectorizer = TokenVectorizer()
-    checkpoint = checkpoint_path(args)
-    state = {"epoch": 0, "history": [], "seconds": 0.0}
-    if args.resume and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_states(state["rng"])
-        print(f"resuming after epoch {state['epoch']} from {checkpoint}")
-    for epoch in range(state["epoch"] + 1, args.epochs + 1):
-        with Timer() as timer:
+    state = resume_state(args, run_identity(args, corpus), model, optimizer, scheduler)
+    model.train()
+    losses, timer = [], Timer()  # timer.lap(): training + validation time
+    bar = tqdm(total=total, initial=state["update"], disable=args.no_progress, desc="train",
+               unit="update")
+    while state["update"] < total:
+        epoch, step = divmod(state["update"], per_epoch)
+        for indices in batches.epoch(epoch)[step:]:
             lr = optimizer.param_groups[0]["lr"]
-            train_loss = train_epoch(model, loaders["train"], optimizer, args)
-            val, pairs = evaluate(model, loaders["validation"], vectorizer, args, "validation")
-            scheduler.step()
-        print(f"[{epoch}/{args.epochs}] lr {lr:.2e}  train loss {train_loss:.3f}  val loss "
-              f"{val['loss']:.3f}  jaccard {val['jaccard_similarity']:.3f}  cosine "
-              f"{val['cosine_similarity']:.3f}  d-l {val['damerau-levenshtein_similarity']:.3f}"
-              f"  wer {val['wer']:.3f}  cer {val['cer']:.3f}  ({timer.seconds:.0f} s)")
-        for target, pred in pairs[-3:]:
-            print(f"  target: {target}\n  pred:   {pred}")
-        state = {"epoch": epoch, "seconds": state["seconds"] + timer.seconds,
-                 "history": state["history"] + [{"epoch": epoch, "lr": lr,
-                                                  "train_loss": train_loss, "validation": val}],
-                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "rng": rng_states()}
-        save_checkpoint(state, checkpoint)
-    test_loader = make_loader(corpus, corpus.split("test", args.eval_clips), args,
-                              args.eval_batch_size, shuffle=False)
-    test, test_pairs = evaluate(model, test_loader, vectorizer, args, "test")
+            losses.append(train_step(model, train, indices, optimizer, args))
+            state["update"] += 1
+            bar.update()
+            end_of_epoch = state["update"] % per_epoch == 0
+            if args.schedule == "update" or end_of_epoch:
+                scheduler.step()
+            if end_of_epoch or (args.eval_every and state["update"] % args.eval_every == 0):
+                train_loss = float(torch.stack(losses).mean())
+                if not np.isfinite(train_loss):
+                    raise fail(f"training diverged: loss {train_loss} at update "
+                               f"{state['update']} (epoch {epoch + 1}); lower -lr")
+                val, pairs = evaluate(model, validation, vectorizer, args, "validation")
+                state = checkpoint_after(state, model, optimizer, scheduler, args, {
+                    "update": state["update"], "epoch": state["update"] / per_epoch,
+                    "clips_seen": state["update"] * args.batch_size, "lr": lr,
+                    "train_loss": train_loss, "validation": val}, timer.lap())
+                report_progress(state, args, pairs, bar)
+                losses = []
+    bar.close()
+    del train
+    test_bank = load_bank(corpus, corpus.split("test", args.eval_clips), args, "test features")
+    test, test_pairs = evaluate(model, test_bank, vectorizer, args, "test")
     results = {"history": state["history"], "test": test, "test_examples": test_pairs[:10],
-               "train_seconds": state["seconds"],
+               "train_seconds": state["seconds"], "updates": total,
+               "updates_per_epoch": per_epoch, "device": device_name(args.device),
                "parameters": {"total": sum(p.numel() for p in model.parameters()),
                               "encoder": sum(p.numel() for p in model._enc.parameters()),
                               "decoder": sum(p.numel() for p in model._dec.parameters())},
                "data": {"corpus": corpus.describe(), "synthetic_speech": is_tts(corpus)}}
     if real_corpus is not None:
         real_clips = [c for c, ok in zip(real_corpus.clips, real_corpus.has_audio) if ok]
-        real, real_pairs = evaluate(model, make_loader(real_corpus, real_clips, args,
-                                                       args.eval_batch_size, False),
+        real, real_pairs = evaluate(model, load_bank(real_corpus, real_clips, args, "genuine"),
                                     vectorizer, args, "real clips")
         results["real_clips"] = {"root": str(real_corpus.root), "clips": len(real_clips),
                                  "metrics": real, "examples": real_pairs[:10]}
         test_pairs = test_pairs + [("[genuine] " + t, p) for t, p in real_pairs]
-    results["test_log"] = write_test_log(args.decoder, test_pairs)
+    results["test_log"] = write_test_log(run_name(args), test_pairs)
     print("test: " + json.dumps({k: round(v, 4) for k, v in test.items()}))
     return results, model, corpus
+
+
+def checkpoint_after(state: dict, model, optimizer, scheduler, args, record: dict,
+                     seconds: float) -> dict:
+    """Append one evaluation record (with the training time so far) and save the checkpoint
+    that -resume continues from."""
+    total_seconds = state["seconds"] + seconds
+    state = {**state, "seconds": total_seconds,
+             "history": state["history"] + [{**record, "seconds": total_seconds}],
+             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict()}
+    save_checkpoint(state, checkpoint_path(args))
+    return state
+
+
+def report_progress(state: dict, args, pairs: list[tuple[str, str]], bar) -> None:
+    record, write = state["history"][-1], (bar.write if not args.no_progress else print)
+    val = record["validation"]
+    write(f"[update {record['update']}, epoch {record['epoch']:.2f}] lr {record['lr']:.2e}  "
+          f"train loss {record['train_loss']:.3f}  val loss {val['loss']:.3f}  d-l "
+          f"{val['damerau-levenshtein_similarity']:.3f}  wer {val['wer']:.3f}  cer "
+          f"{val['cer']:.3f}  ({record['seconds']:.0f} s)")
+    for target, pred in pairs[:2]:
+        write(f"  target: {target}\n  pred:   {pred}")
+
+
+def device_name(device: str) -> str:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,16 +355,14 @@ def analysis(model: SpeechToText, corpus: LJSpeech, args) -> dict:
     the decoder reads the audio left to right, an alignment). Self-attention (attention
     decoder only): how far back, in characters, each position looks on average.
     """
-    loader = make_loader(corpus, corpus.split("test", ANALYSIS_CLIPS), args, ANALYSIS_CLIPS,
-                         shuffle=False)
-    audio, text, lengths = next(iter(loader))
+    bank = load_bank(corpus, corpus.split("test", ANALYSIS_CLIPS), args, "analysis features")
+    audio, text, lengths = bank.batch(torch.arange(len(bank)), frames_for(args))
     model.eval()
-    latent, padding = model.encode(audio.to(args.device),
-                                   lengths.to(args.device) if args.fast else None)
+    latent, padding = model.encode(audio, lengths if args.fast else None)
     tokens = model.greedy(latent, padding, use_cache=True)
     maps = {k: v.mean(dim=1).cpu() for k, v in
             model.attention_maps(tokens[:, :-1], latent, padding).items()}  # heads averaged
-    frames = ((lengths + 1) // 2).tolist()  # encoder frames that hold the clip (no padding)
+    frames = ((lengths.cpu() + 1) // 2).tolist()  # encoder frames that hold the clip (no padding)
     correlations, lookbacks, rows = [], [], tokens.tolist()
     for i, row in enumerate(rows):
         n = first_stop(row)  # query positions 0..n-1 write the characters 1..n
@@ -287,11 +373,12 @@ def analysis(model: SpeechToText, corpus: LJSpeech, args) -> dict:
             distance = torch.arange(n)[:, None] - torch.arange(n)[None, :]
             lookbacks.append(float((maps["self"][i, :n, :n] * distance.clamp(min=0)).sum() / n))
     shortest = int(np.argmin(frames))
-    plot_attention(args.decoder, maps, rows[shortest], frames[shortest], shortest)
+    plot_attention(run_name(args), args.decoder, maps, rows[shortest], frames[shortest],
+                   shortest)
     attention = {"clips": len(rows), "cross_peak_position_correlation_mean":
                  float(np.mean(correlations)) if correlations else None,
                  "clips_with_a_correlation": len(correlations),
-                 "example_clip": loader.dataset.clips[shortest].id}
+                 "example_clip": bank.clips[shortest].id}
     if lookbacks:
         attention["self_mean_lookback_characters"] = float(np.mean(lookbacks))
     return {"attention": attention,
@@ -328,7 +415,8 @@ def similarity_anatomy(targets: list[list[int]], generated: list[list[int]],
             "mean": {name: float(np.mean([r[name] for r in rows])) for name in SIMILARITIES}}
 
 
-def plot_attention(decoder: str, maps: dict, row: list[int], frames: int, index: int) -> None:
+def plot_attention(name: str, decoder: str, maps: dict, row: list[int], frames: int,
+                   index: int) -> None:
     import matplotlib.pyplot as plt
     n = first_stop(row)
     chars = [c if c != " " else "␣" for c in TokenVectorizer().decode(row[1:n + 1])]
@@ -337,15 +425,15 @@ def plot_attention(decoder: str, maps: dict, row: list[int], frames: int, index:
         panels.append(("self", "causal self-attention over the text", "input character"))
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 0.12 * n + 2),
                              squeeze=False)
-    for ax, (name, title, xlabel) in zip(axes[0], panels):
-        weights = maps[name][index, :n, :frames if name == "cross" else n]
+    for ax, (kind, title, xlabel) in zip(axes[0], panels):
+        weights = maps[kind][index, :n, :frames if kind == "cross" else n]
         ax.imshow(weights.numpy(), aspect="auto", cmap="viridis", interpolation="nearest")
         ax.set_yticks(range(n), chars, fontsize=5)
-        if name == "self":
+        if kind == "self":
             ax.set_xticks(range(n), ["<"] + chars[:-1], fontsize=5)
         ax.set(title=f"{decoder} decoder: {title}", xlabel=xlabel,
                ylabel="character written (greedy decoding)")
-    utils.save_figure(fig, f"q3-{decoder}-attention")
+    utils.save_figure(fig, f"{name}-attention")
 
 
 def is_tts(corpus: LJSpeech) -> bool:
@@ -363,55 +451,62 @@ def find_real_corpus(args, corpus: LJSpeech) -> LJSpeech | None:
     return real if any(real.has_audio) and not is_tts(real) else None
 
 
-def write_test_log(decoder: str, pairs: list[tuple[str, str]]) -> str:
-    path = utils.RESULTS_DIR / f"q3-{decoder}-test-log.txt"
+def run_name(args, decoder: str | None = None) -> str:
+    """q3-<decoder>, with -tag appended: the stem of every file a run writes."""
+    return f"q3-{decoder or args.decoder}" + (f"-{args.tag}" if args.tag else "")
+
+
+def write_test_log(name: str, pairs: list[tuple[str, str]]) -> str:
+    path = utils.RESULTS_DIR / f"{name}-test-log.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(f"target: {t}\npred:   {p}\n\n" for t, p in pairs))
     return str(path.relative_to(utils.RESULTS_DIR.parent.parent)
                if utils.RESULTS_DIR.is_relative_to(utils.REPO_DIR) else path)
 
 
-def plot_history(decoder: str, history: list[dict]) -> None:
+def plot_history(name: str, decoder: str, history: list[dict]) -> None:
+    """Loss, similarities and error rates on the validation split against training epochs."""
     epochs = [h["epoch"] for h in history]
-    plot_lines(f"q3-{decoder}-loss", {
-        "train": (epochs, [h["train_loss"] for h in history]),
+    plot_lines(f"{name}-loss", {
+        "train (mean since the previous point)": (epochs, [h["train_loss"] for h in history]),
         "validation": (epochs, [h["validation"]["loss"] for h in history])},
         "Epoch", "Loss", title=f"{decoder} decoder: loss")
-    plot_lines(f"q3-{decoder}-similarities", {
-        name: (epochs, [h["validation"][name] for h in history]) for name in SIMILARITIES},
+    plot_lines(f"{name}-similarities", {
+        n: (epochs, [h["validation"][n] for h in history]) for n in SIMILARITIES},
         "Epoch", "Validation similarity", title=f"{decoder} decoder: string similarities")
-    plot_lines(f"q3-{decoder}-error-rates", {
-        name.upper(): (epochs, [h["validation"][name] for h in history])
-        for name in ("wer", "cer")}, "Epoch", "Validation error rate",
-        title=f"{decoder} decoder: WER and CER")
+    plot_lines(f"{name}-error-rates", {
+        n.upper(): (epochs, [h["validation"][n] for h in history]) for n in ("wer", "cer")},
+        "Epoch", "Validation error rate", title=f"{decoder} decoder: WER and CER")
 
 
-def plot_both_decoders() -> None:
-    """One figure with both decoders, when both results files exist."""
+def plot_both_decoders(args) -> None:
+    """Both decoders' validation curves against training updates, once both have run."""
     records = {}
     for decoder in ("lstm", "transformer"):
-        path = utils.RESULTS_DIR / f"q3-{decoder}.json"
+        path = utils.RESULTS_DIR / f"{run_name(args, decoder)}.json"
         if path.exists():
             records[decoder] = json.loads(path.read_text())["results"]["history"]
     if len(records) < 2:
         return
-    curves = {}
-    for decoder, history in records.items():
-        epochs = [h["epoch"] for h in history]
-        curves[f"{decoder}, validation loss"] = (epochs, [h["validation"]["loss"] for h in history])
-        curves[f"{decoder}, train loss"] = (epochs, [h["train_loss"] for h in history])
-    plot_lines("q3-both-loss", curves, "Epoch", "Loss", title="LSTM vs attention decoder")
-    plot_lines("q3-both-similarities", {
-        f"{decoder}, {name.split('_')[0]}": ([h["epoch"] for h in history],
+    stem = run_name(args, "both")
+    for metric, label in (("loss", "Validation loss"), ("cer", "Validation CER")):
+        plot_lines(f"{stem}-{metric}", {
+            f"{decoder} decoder": ([h["update"] for h in history],
+                                   [h["validation"][metric] for h in history])
+            for decoder, history in records.items()},
+            "Training updates", label, title="LSTM vs attention decoder")
+    plot_lines(f"{stem}-similarities", {
+        f"{decoder}, {name.split('_')[0]}": ([h["update"] for h in history],
                                              [h["validation"][name] for h in history])
         for decoder, history in records.items() for name in SIMILARITIES},
-        "Epoch", "Validation similarity", title="LSTM vs attention decoder")
+        "Training updates", "Validation similarity", title="LSTM vs attention decoder")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Question 3: LJ Speech ASR with the given transformer encoder and an LSTM "
-                    "(Q3.1) or attention (Q3.2) decoder; losses, string similarities, WER/CER.")
+                    "(Q3.1) or attention (Q3.2) decoder; losses, string similarities, WER/CER. "
+                    "Defaults are the handed-out configuration.")
     parser.add_argument("-decoder", choices=["lstm", "transformer"], required=True,
                         help="lstm: Q3.1, TextDecoderRecurrent; transformer: Q3.2, "
                              "TextDecoderTransformer")
@@ -427,56 +522,91 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "LN(x + Module(LN(x))) (default: the handed-out x + Module(LN(x)))")
     parser.add_argument("-hidden_dim", type=int, default=200, help=argparse.SUPPRESS)
     parser.add_argument("-ff_dim", type=int, default=400, help=argparse.SUPPRESS)
+    parser.add_argument("-schedule", choices=["epoch", "update"], default="epoch",
+                        help="epoch: the handed-out warm-up / decay stepped once per epoch "
+                             "(15%% of the epochs warm up: none with 6 epochs or fewer); "
+                             "update: the same shape stepped after every update")
+    parser.add_argument("-warmup_updates", type=int, default=None,
+                        help="with -schedule update: warm-up length (default: 15%% of the "
+                             "updates)")
     parser.add_argument("-train_clips", type=int, default=None,
-                        help="use only the first N training clips (smoke runs, CPU budgets)")
+                        help="use only the first N training clips (smoke runs)")
     parser.add_argument("-eval_clips", type=int, default=None,
                         help="use only the first N validation and test clips")
     parser.add_argument("-fast", action="store_true",
-                        help="pad each batch to its longest clip with key-padding masks, "
-                             "decode with a key/value cache and stop once every clip has "
-                             "emitted the stop token (default: handed-out padding to 2754 "
-                             "frames, prefix recomputation, all 98 steps)")
+                        help="batches of clips of similar length, each padded to its longest "
+                             "clip with key-padding masks; decoding with a key/value cache "
+                             "that stops once every clip has emitted the stop token (default: "
+                             "handed-out shuffled batches padded to 2754 frames, prefix "
+                             "recomputation, all 98 steps)")
+    parser.add_argument("-curriculum", action="store_true",
+                        help="with -fast: the first epoch goes from the shortest clips to the "
+                             "longest")
+    parser.add_argument("-eval_every", type=int, default=0,
+                        help="also validate (and checkpoint) every N updates (default: at the "
+                             "end of each epoch only)")
+    parser.add_argument("-amp", action="store_true",
+                        help="bf16 autocast for the model (pays on GPUs; default: float32)")
     parser.add_argument("-real_dir", default=None,
                         help="LJ-layout folder of genuine recordings scored separately "
                              "(default: LJSpeech-1.1 in $HW2_DATA_DIR when it is not the "
                              "training corpus)")
-    parser.add_argument("-workers", type=int, default=2, help="DataLoader worker processes")
+    parser.add_argument("-workers", type=int, default=2,
+                        help="processes that compute the features (once; they are then held "
+                             "in memory)")
     parser.add_argument("-cache_dir", default="data/feature_cache",
                         help="log-mel feature cache (default: %(default)s)")
-    parser.add_argument("-checkpoint_dir", default="checkpoints/q3")
+    parser.add_argument("-checkpoint_dir", default=None,
+                        help="default: checkpoints/q3 under -out_dir (else the repository)")
     parser.add_argument("-resume", action="store_true",
-                        help="continue from the last finished epoch in -checkpoint_dir")
+                        help="continue from the last checkpoint (only a run of the same "
+                             "configuration)")
     parser.add_argument("-device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("-analysis_only", action="store_true",
                         help="skip training: load the last checkpoint and redo only the "
                              "Q3.3 attention maps and the Q3.4 similarity breakdown")
+    parser.add_argument("-tag", default="",
+                        help="appended to the names of the results, figures and checkpoint "
+                             "(e.g. gpu: q3-lstm-gpu.json)")
     parser.add_argument("-no_progress", action="store_true", help="no progress bars")
     add_common_args(parser, threads=True)
     args = parser.parse_args(argv)
-    if args.epochs < 1 or args.batch_size < 1 or args.eval_batch_size < 1:
-        parser.error("need -epochs, -batch_size and -eval_batch_size >= 1")
+    counts = {"-epochs": args.epochs, "-batch_size": args.batch_size,
+              "-eval_batch_size": args.eval_batch_size, "-encoder_layers": args.encoder_layers,
+              "-train_clips": args.train_clips or 1, "-eval_clips": args.eval_clips or 1}
+    for flag, value in counts.items():
+        if value < 1:
+            parser.error(f"{flag} must be at least 1 (got {value})")
+    if not (np.isfinite(args.lr) and args.lr > 0):
+        parser.error(f"-lr must be a positive number (got {args.lr})")
+    if args.eval_every < 0 or args.workers < 0 or (args.warmup_updates or 0) < 0:
+        parser.error("-eval_every, -workers and -warmup_updates cannot be negative")
+    if args.tag and not args.tag.replace("-", "").isalnum():
+        parser.error(f"-tag must be letters, digits and '-' (got {args.tag!r})")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("-device cuda: no CUDA GPU is available here (use -device cpu)")
     return args
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     utils.apply_common_args(args)
+    name = run_name(args)
     if not args.analysis_only:
         with Timer() as wall:
             results, model, corpus = run(args)
         data = results.pop("data")
-        path = write_results(f"q3-{args.decoder}", results, config=vars(args), seed=args.seed,
-                             data=data, wall_time_s=wall.seconds)
-        plot_history(args.decoder, results["history"])
-        plot_both_decoders()
+        path = write_results(name, results, config=vars(args), seed=args.seed, data=data,
+                             wall_time_s=wall.seconds)
+        plot_history(name, args.decoder, results["history"])
+        plot_both_decoders(args)
         print(f"wrote {path} ({wall.seconds:.0f} s)")
     else:
         model, corpus = restore_model(args), open_corpus(args)
     with Timer() as wall:
         summary = analysis(model, corpus, args)
-    path = write_results(f"q3-{args.decoder}-analysis", summary, config=vars(args),
-                         seed=args.seed, data={"corpus": corpus.describe(),
-                                               "synthetic_speech": is_tts(corpus)},
+    path = write_results(f"{name}-analysis", summary, config=vars(args), seed=args.seed,
+                         data={"corpus": corpus.describe(), "synthetic_speech": is_tts(corpus)},
                          wall_time_s=wall.seconds)
     print(f"wrote {path}")
 

@@ -10,8 +10,12 @@ same layout): `<root>/LJSpeech-1.1/metadata.csv` (id|text|normalized text) and `
   MelScale 80 slaney with torchaudio's default 16 kHz sample rate -> Whisper-style log
   normalisation); `FeatureCache` computes it once per clip and keeps it on disk, keyed by the
   transform's settings and the audio file's size and mtime.
-* `TokenVectorizer` is the handed-out 35-symbol vectorizer; `PadCollate` pads a batch either to
-  the handed-out 2754 frames or to its longest clip (returning the true lengths).
+* `TokenVectorizer` is the handed-out 35-symbol vectorizer.
+* `FeatureBank` holds a split's features and tokens in memory (or on the GPU) once they are
+  computed, and cuts padded batches out of it (to the handed-out 2754 frames or to the batch's longest clip,
+  with the true lengths) without a file read or a per-clip loop;
+  `ClipBatches` draws the batches of each epoch from the seed and the epoch alone (so a run
+  resumes exactly), either shuffled as handed out or grouped by length.
 All callables are module-level classes, so DataLoader workers can pickle them under "spawn".
 """
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import wave
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -27,6 +32,7 @@ import numpy as np
 import soundfile
 import torch
 import torchaudio
+from tqdm import tqdm
 
 from utils import fail
 
@@ -62,6 +68,18 @@ def parse_metadata(path: Path) -> list[Clip]:
     return clips
 
 
+@dataclass(frozen=True)
+class MelSettings:
+    """The handed-out transform settings (config.transforms.audio)."""
+    n_fft: int = 400
+    hop_length: int = 160
+    n_mels: int = 80
+    mel_sample_rate: int = 16000  # torchaudio's default: the handed-out code never set it
+
+    def key(self) -> str:
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
 class LJSpeech:
     """The clips of one LJ-layout folder, in metadata order, with the assignment's splits."""
 
@@ -74,6 +92,13 @@ class LJSpeech:
 
     def wav_path(self, clip: Clip) -> Path:
         return self.wav_dir / f"{clip.id}.wav"
+
+    def frames(self, clip: Clip, hop_length: int = MelSettings.hop_length) -> int:
+        """Log-mel frames of the clip (centred STFT: 1 + samples // hop), from the wav header."""
+        try:
+            return 1 + soundfile.info(str(self.wav_path(clip))).frames // hop_length
+        except (RuntimeError, soundfile.LibsndfileError) as err:
+            raise fail(f"{self.wav_path(clip)}: unreadable audio ({err})") from None
 
     def split(self, name: str, limit: int | None = None) -> list[Clip]:
         """The clips of a split that have audio (at most `limit`, from the split's start)."""
@@ -91,29 +116,45 @@ class LJSpeech:
                 "clips_with_audio": sum(self.has_audio), "splits": counts}
 
 
-def read_wav(path: Path) -> tuple[torch.Tensor, int]:
-    """Mono float32 waveform (N,) and its sample rate, read with soundfile (no FFmpeg needed)."""
+class DataError(Exception):
+    """A missing, unreadable or unusable audio file. An ordinary exception (not SystemExit), so
+    a DataLoader worker hands it to the main process, where FeatureBank turns it into the same
+    one-line error the single-process path gives."""
+
+
+MIN_SAMPLES = MelSettings.n_fft // 2 + 1  # the centred STFT's reflect padding needs more
+
+
+def read_wav(path: Path) -> torch.Tensor:
+    """Mono float32 waveform (N,) at 22,050 Hz, read with soundfile (no FFmpeg needed); other
+    sample rates are resampled, truncated wavs (fewer samples than the header declares) and
+    clips too short for one STFT frame are refused, naming the file."""
     try:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except FileNotFoundError:
-        raise fail(f"{path}: missing audio file") from None
+        raise DataError(f"{path}: missing audio file") from None
     except (RuntimeError, soundfile.LibsndfileError) as err:
-        raise fail(f"{path}: unreadable audio ({err})") from None
-    if data.shape[0] == 0:
-        raise fail(f"{path}: empty audio file")
-    return torch.from_numpy(data.mean(axis=1)), rate
+        raise DataError(f"{path}: unreadable audio ({err})") from None
+    declared = declared_wav_frames(path)
+    if declared is not None and declared > data.shape[0]:
+        raise DataError(f"{path}: truncated wav ({data.shape[0]} of the {declared} samples its "
+                        "header declares)")
+    if data.shape[0] < MIN_SAMPLES:
+        raise DataError(f"{path}: too short ({data.shape[0]} samples; one frame needs "
+                        f"{MIN_SAMPLES})")
+    waveform = torch.from_numpy(data.mean(axis=1))
+    if rate != SAMPLE_RATE:
+        waveform = torchaudio.functional.resample(waveform, rate, SAMPLE_RATE)
+    return waveform
 
 
-@dataclass(frozen=True)
-class MelSettings:
-    """The handed-out transform settings (config.transforms.audio)."""
-    n_fft: int = 400
-    hop_length: int = 160
-    n_mels: int = 80
-    mel_sample_rate: int = 16000  # torchaudio's default: the handed-out code never set it
-
-    def key(self) -> str:
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+def declared_wav_frames(path: Path) -> int | None:
+    """Frames a PCM wav's header declares (its data chunk's size), None for other formats."""
+    try:
+        with wave.open(str(path)) as reader:
+            return reader.getnframes()
+    except (wave.Error, EOFError, OSError):
+        return None
 
 
 class LogMel:
@@ -136,14 +177,6 @@ class LogMel:
         return (log_spec + 4.0) / 4.0
 
 
-def pad_or_crop(features: torch.Tensor, frames: int = AUDIO_TIME) -> torch.Tensor:
-    """Zero-pad on the right of the time axis and keep the first `frames` (handed-out Pad +
-    crop; zero is not the normalised floor value, as in the handed-out code)."""
-    if features.shape[-1] >= frames:
-        return features[..., :frames]
-    return torch.nn.functional.pad(features, (0, frames - features.shape[-1]))
-
-
 class FeatureCache:
     """Log-mel features computed once per clip and stored as .npy under
     <cache_dir>/<settings key>/<id>-<audio size>-<audio mtime>.npy: a change of the transform
@@ -157,7 +190,7 @@ class FeatureCache:
         try:
             stat = wav.stat()
         except FileNotFoundError:
-            raise fail(f"{wav}: missing audio file") from None
+            raise DataError(f"{wav}: missing audio file") from None
         return self.dir / f"{wav.stem}-{stat.st_size}-{stat.st_mtime_ns}.npy"
 
     def features(self, wav: Path) -> torch.Tensor:
@@ -165,8 +198,7 @@ class FeatureCache:
         path = self.path(wav)
         if path.exists():
             return torch.from_numpy(np.load(path))
-        waveform, _ = read_wav(wav)
-        features = self.transform(waveform)
+        features = self.transform(read_wav(wav))
         self.dir.mkdir(parents=True, exist_ok=True)
         for stale in self.dir.glob(f"{wav.stem}-*.npy"):
             stale.unlink(missing_ok=True)
@@ -221,17 +253,93 @@ class SpeechDataset(torch.utils.data.Dataset):
         return features, self.vectorizer(clip.normalized), features.shape[-1]
 
 
-class PadCollate:
-    """Stack a batch: pad every clip to `frames` (the handed-out 2754) or, with frames=None, to
-    the batch's longest clip. Returns audio (B, n_mels, T), text (B, max_len) and the true
-    frame counts (B,), capped at T."""
+class FeatureBank:
+    """The features and tokens of a list of clips, held as one (n_mels, total frames) tensor
+    with each clip's offset and length, plus a (clips, max_len) token tensor, on `device`.
 
-    def __init__(self, frames: int | None = AUDIO_TIME):
-        self.frames = frames
+    Built once through a DataLoader over `dataset` (its workers compute or read the disk
+    cache in parallel); afterwards `batch` gathers any set of clips into a padded batch in a
+    few tensor operations, so training and evaluation read no file and copy no clip twice.
+    """
 
-    def __call__(self, batch):
-        features, tokens, lengths = zip(*batch)
-        frames = self.frames or max(lengths)
-        audio = torch.stack([pad_or_crop(f, frames) for f in features])
-        lengths = torch.tensor(lengths).clamp(max=frames)
-        return audio, torch.stack(tokens), lengths
+    def __init__(self, dataset: SpeechDataset, workers: int = 0, device: str = "cpu",
+                 progress: bool = True, desc: str = "features"):
+        loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers)
+        features, tokens = [], []
+        try:
+            for clip_features, clip_tokens, _ in tqdm(loader, total=len(dataset), desc=desc,
+                                                      disable=not progress, leave=False):
+                features.append(clip_features[:, :AUDIO_TIME])  # longer clips: cropped
+                tokens.append(clip_tokens)
+        except DataError as err:  # from a worker, the message's last line is the original
+            raise fail(str(err).strip().splitlines()[-1].split("DataError: ", 1)[-1]) from None
+        self.clips = dataset.clips
+        self.lengths = torch.tensor([f.shape[-1] for f in features])
+        self.cropped = int((self.lengths == AUDIO_TIME).sum())
+        if self.cropped:
+            print(f"warning: {self.cropped} clip(s) of {desc} cropped to {AUDIO_TIME} frames "
+                  "(20 s), as the handed-out padding crops them")
+        self.offsets = torch.cumsum(self.lengths, 0) - self.lengths
+        self.features = torch.cat(features, dim=1).to(device)
+        self.tokens = torch.stack(tokens).to(device)
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def batch(self, indices: Sequence[int] | torch.Tensor, frames: int | None = AUDIO_TIME
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Audio (B, n_mels, T), tokens (B, max_len) and true lengths (B,) of the clips at
+        `indices`: padded with zeros to `frames` (the handed-out 2754; longer clips were
+        cropped when the bank was built) or, with frames=None, to the longest of them."""
+        indices = torch.as_tensor(indices, dtype=torch.long)
+        lengths = self.lengths[indices]
+        frames = frames or int(lengths.max())
+        lengths = lengths.clamp(max=frames)
+        time = torch.arange(frames)
+        valid = time[None, :] < lengths[:, None]  # (B, T)
+        where = torch.where(valid, self.offsets[indices, None] + time[None, :], 0)
+        valid, where = valid.to(self.device), where.to(self.device)
+        audio = self.features[:, where] * valid  # (n_mels, B, T), zero past each clip's end
+        return (audio.permute(1, 0, 2).contiguous(), self.tokens[indices.to(self.device)],
+                lengths.to(self.device))
+
+    def batches_in_length_order(self, batch_size: int) -> list[torch.Tensor]:
+        """Every clip once, in batches of similar length (evaluation: least padding)."""
+        return list(torch.argsort(self.lengths, stable=True).split(batch_size))
+
+
+class ClipBatches:
+    """The training batches of every epoch, drawn from (seed, epoch) alone.
+
+    group=False: a fresh random permutation cut into batches (the handed-out shuffled
+    DataLoader, last batch smaller). group=True: the permutation is cut into windows of
+    `window` batches, each window is sorted by clip length and cut into batches, and the
+    batch order is shuffled; batches then hold clips of similar length (little padding)
+    while their make-up still changes every epoch. `curriculum` orders the first epoch's
+    batches from the shortest clips to the longest (short clips are aligned most easily).
+    """
+
+    def __init__(self, lengths: torch.Tensor, batch_size: int, seed: int, group: bool = False,
+                 window: int = 50, curriculum: bool = False):
+        self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
+        self.group, self.window, self.curriculum = group, window, curriculum
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def epoch(self, epoch: int) -> list[torch.Tensor]:
+        """The batches (index tensors) of 0-based `epoch`."""
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        order = torch.randperm(len(self.lengths), generator=generator)
+        if not self.group:
+            return list(order.split(self.batch_size))
+        if self.curriculum and epoch == 0:
+            return list(order[torch.argsort(self.lengths[order], stable=True)]
+                        .split(self.batch_size))
+        batches = []
+        for window in order.split(self.batch_size * self.window):
+            window = window[torch.argsort(self.lengths[window], stable=True)]
+            batches += list(window.split(self.batch_size))
+        shuffled = torch.randperm(len(batches), generator=generator).tolist()
+        return [batches[i] for i in shuffled]

@@ -61,20 +61,31 @@ class MultiHeadAttention(nn.Module):
         return self._out(self._attention(q, k, v, mask, key_padding, offset))
 
     def _attention(self, q, k, v, mask, key_padding, offset) -> Tensor:
+        """Softmax(q k^T) v per head, q and k each scaled by d^-1/4 as handed out. Runs through
+        the fused scaled_dot_product_attention kernel (no (T, T) score tensor kept for the
+        backward pass) unless the weights are being recorded."""
         b, t_q, e = q.shape
         scale = (e // self.n_heads) ** -0.25
-        q = q.view(b, t_q, self.n_heads, -1).permute(0, 2, 1, 3) * scale
-        k = k.view(b, k.shape[1], self.n_heads, -1).permute(0, 2, 3, 1) * scale
-        v = v.view(b, v.shape[1], self.n_heads, -1).permute(0, 2, 1, 3)
-        scores = q @ k
+        q = q.view(b, t_q, self.n_heads, -1).transpose(1, 2) * scale
+        k = k.view(b, k.shape[1], self.n_heads, -1).transpose(1, 2) * scale
+        v = v.view(b, v.shape[1], self.n_heads, -1).transpose(1, 2)
+        bias = None  # additive (.., Tq, Tk): the causal mask and the key padding
         if mask is not None:
-            scores = scores + mask[offset:offset + t_q, :k.shape[-1]]
+            bias = mask[offset:offset + t_q, :k.shape[2]].to(q.dtype)
         if key_padding is not None:
-            scores = scores.masked_fill(key_padding[:, None, None, :], float("-inf"))
-        weights = F.softmax(scores.float(), dim=-1).to(q.dtype)
-        if self.recorded is not None:
+            padding = torch.zeros(key_padding.shape, dtype=q.dtype, device=q.device)
+            padding = padding.masked_fill(key_padding, float("-inf"))[:, None, None, :]
+            bias = padding if bias is None else bias + padding
+        if self.recorded is None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
+        else:
+            scores = q @ k.transpose(-1, -2)
+            if bias is not None:
+                scores = scores + bias
+            weights = F.softmax(scores.float(), dim=-1).to(q.dtype)
             self.recorded.append(weights.detach())
-        return (weights @ v).permute(0, 2, 1, 3).flatten(start_dim=2)
+            out = weights @ v
+        return out.transpose(1, 2).flatten(start_dim=2)
 
 
 def _outer_norm(hidden_dim: int, statement: bool) -> nn.Module:
@@ -119,19 +130,24 @@ class ResidualAttentionLayer(nn.Module):
 
 
 class SpeechEmbedding(nn.Module):
+    """Two 1-D convolutions over time (the second with stride 2), each followed by GELU, in one
+    `_embed` Sequential as handed out, so handed-out checkpoints load."""
+
     def __init__(self, freq_dim: int, hidden_dim: int):
         super().__init__()
-        self.conv1 = nn.Conv1d(freq_dim, hidden_dim, kernel_size=3, padding=1)
-        self.conv2 = nn.Conv1d(hidden_dim, hidden_dim, kernel_size=3, stride=2, padding=1)
+        self._embed = nn.Sequential(
+            nn.Conv1d(freq_dim, hidden_dim, kernel_size=3, padding=1), nn.GELU(),
+            nn.Conv1d(hidden_dim, hidden_dim, kernel_size=3, stride=2, padding=1), nn.GELU())
 
     def forward(self, x: Tensor, frame_mask: Tensor | None = None) -> Tensor:
         """(B, F, T) -> (B, ceil(T/2), E). With frame_mask (B, T) the first convolution's
         outputs past a clip's end are zeroed, as the second convolution's zero padding would
         see them for the clip alone."""
-        h = F.gelu(self.conv1(x))
+        conv1, gelu1, conv2, gelu2 = self._embed
+        h = gelu1(conv1(x))
         if frame_mask is not None:
             h = h * frame_mask[:, None, :]
-        return F.gelu(self.conv2(h)).permute(0, 2, 1)
+        return gelu2(conv2(h)).permute(0, 2, 1)
 
 
 class AudioEncoderTransformer(nn.Module):
@@ -141,10 +157,10 @@ class AudioEncoderTransformer(nn.Module):
         super().__init__()
         self._embed = SpeechEmbedding(freq_dim, hidden_dim)
         self.register_buffer("_pos_embed", sinusoids(time_dim, hidden_dim))
-        self._blocks = nn.ModuleList(
+        self._att_blocks = nn.ModuleList(
             ResidualAttentionBlock(hidden_dim, n_heads, feed_fwd_dim, statement_norm)
             for _ in range(n_layers))
-        self._norm = nn.LayerNorm(hidden_dim)
+        self._out_norm = nn.LayerNorm(hidden_dim)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Log-mel (B, 80, T) -> (B, ceil(T/2), 200) and the key-padding mask of the output
@@ -157,9 +173,9 @@ class AudioEncoderTransformer(nn.Module):
         if lengths is not None:
             key_padding = torch.arange(h.shape[1], device=x.device) >= \
                 ((lengths + 1) // 2)[:, None]
-        for block in self._blocks:
+        for block in self._att_blocks:
             h = block(h, key_padding=key_padding)
-        return self._norm(h), key_padding
+        return self._out_norm(h), key_padding
 
 
 class TextDecoderRecurrent(nn.Module):

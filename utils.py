@@ -9,13 +9,20 @@ in `report/` can be traced to the run that produced it.
 """
 from __future__ import annotations
 
+import argparse
+import fcntl
+import importlib.util
 import json
+import math
 import os
 import platform
 import random
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -33,6 +40,18 @@ def set_output_root(root: str | os.PathLike) -> None:
     global PLOTS_DIR, RESULTS_DIR
     PLOTS_DIR = Path(root) / "plots"
     RESULTS_DIR = Path(root) / "report" / "results"
+
+
+def load_script(filename: str) -> ModuleType:
+    """Import a top-level script with a hyphenated name, such as `hw2-q3.py`, as a module
+    (its main does not run); tests and benches share it."""
+    name = filename.removesuffix(".py").replace("-", "_")
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO_DIR / filename)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def configure_seed(seed: int) -> None:
@@ -55,6 +74,84 @@ def fail(message: str) -> SystemExit:
     return SystemExit(f"error: {message}")
 
 
+# argparse types: a bad value is a usage error naming the flag, at parse time, instead of a
+# traceback later (torch.set_num_threads(-3)), a silent "all" (0) or a run that trains on NaN.
+def positive_int(text: str) -> int:
+    """Counts: -epochs, -batch_size, -threads, ..."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (got {text})")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """Finite and > 0: learning rates."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0 (got {text})")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """Finite and >= 0: weight decay."""
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (got {text})")
+    return value
+
+
+def seed_value(text: str) -> int:
+    """0 .. 2^32 - 1, the seeds numpy accepts (configure_seed seeds numpy too)."""
+    value = int(text)
+    if not 0 <= value < 2 ** 32:
+        raise argparse.ArgumentTypeError(f"must lie in 0..{2 ** 32 - 1} (got {text})")
+    return value
+
+
+def ensure_writable(folder: Path, flag: str) -> None:
+    """Create `folder` and check that files can be written in it, so that a run fails in its
+    first second, naming the folder and the flag that chose it, rather than after training."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise fail(f"{folder} ({flag}) is not a writable folder: "
+                   f"{err.strerror or type(err).__name__}") from None
+
+
+@contextmanager
+def exclusive(lock_path: Path, what: str):
+    """Hold `lock_path` locked for the block, so that two processes never write the same
+    files at once: a second one stops with a one-line error naming the holder. The lock is
+    an flock, which the kernel drops when a process dies, so a killed run leaves no stale
+    lock behind; the file itself is removed on the way out."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise fail(f"{lock_path}: process {holder} is already writing {what}; wait for "
+                       "it to finish or use another -out_dir") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder removed the file between our open and lock: retry
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.unlink(lock_path)  # while still locked, so no one else's lock file is removed
+        os.close(fd)
+
+
 def resolve_data_dir(flag_value: str | os.PathLike | None = None) -> Path:
     """The data-directory rule shared by every script and the tests:
     the `-data_dir` flag, else the HW2_DATA_DIR environment variable, else ./data."""
@@ -73,9 +170,10 @@ def add_common_args(parser, seed: int = 42, data: bool = True, threads: bool = F
             "-data_dir", default=None,
             help=f"folder holding the data sets (default: ${DATA_DIR_ENV}, else ./data)")
     if threads:
-        parser.add_argument("-threads", type=int, default=None,
+        parser.add_argument("-threads", type=positive_int, default=None,
                             help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("-seed", type=int, default=seed, help="random seed (default: %(default)s)")
+    parser.add_argument("-seed", type=seed_value, default=seed,
+                        help="random seed (default: %(default)s)")
     parser.add_argument(
         "-out_dir", default=None,
         help="write plots/ and report/results/ under this folder instead of the repository")
@@ -135,7 +233,9 @@ def save_figure(fig, name: str, plots_dir: Path | None = None) -> list[Path]:
     for path in paths:
         # Fixed metadata keeps re-runs byte-identical where the numbers are.
         meta = {"Software": None} if path.suffix == ".png" else {"CreationDate": None}
-        fig.savefig(path, bbox_inches="tight", dpi=120, metadata=meta)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # then rename: never half a file
+        fig.savefig(tmp, format=path.suffix[1:], bbox_inches="tight", dpi=120, metadata=meta)
+        tmp.replace(path)
     plt.close(fig)
     return paths
 
@@ -219,7 +319,7 @@ def write_results(name: str, results: Mapping[str, Any], *, config: Mapping[str,
         "results": dict(results),
     }
     path = out_dir / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
+    tmp = path.with_suffix(f".json.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(_jsonable(record), indent=2, allow_nan=False) + "\n")
     tmp.replace(path)  # atomic: an interrupted run never leaves half a results file
     return path
@@ -228,13 +328,20 @@ def write_results(name: str, results: Mapping[str, Any], *, config: Mapping[str,
 def save_checkpoint(state: Mapping[str, Any], path: Path) -> None:
     """torch.save to a temporary name, then rename: an interruption never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # two processes never share one
+    try:
+        torch.save(state, tmp)
+        tmp.replace(path)
+    finally:  # interrupted (Ctrl-C, SIGTERM) while saving: no temporary left behind either
+        tmp.unlink(missing_ok=True)
 
 
 class Timer:
-    """`with Timer() as t: ...; t.seconds` — wall time of a block."""
+    """`with Timer() as t: ...; t.seconds` — wall time of a block; or `t = Timer()` and
+    `t.lap()` for the seconds between successive points of a loop."""
+
+    def __init__(self) -> None:
+        self._start, self.seconds = time.perf_counter(), 0.0
 
     def __enter__(self) -> "Timer":
         self._start = time.perf_counter()
@@ -243,6 +350,12 @@ class Timer:
 
     def __exit__(self, *exc) -> None:
         self.seconds = time.perf_counter() - self._start
+
+    def lap(self) -> float:
+        """Seconds since the block started or since the last lap; starts the next lap."""
+        now = time.perf_counter()
+        seconds, self._start = now - self._start, now
+        return seconds
 
 
 # ---------------------------------------------------------------------------------------------

@@ -35,9 +35,10 @@ def main() -> None:
             run_args = q2.parse_args(["-data_dir", tmp, "-epochs", str(args.epochs), "-device",
                                       args.device, "-no_progress", "-out_dir", str(Path(tmp))])
             q2.utils.set_output_root(tmp)
-            splits, _ = q2.load_splits(tmp, None)
+            splits, info = q2.load_splits(tmp, None)
             splits = {k: tuple(t.to(args.device) for t in v) for k, v in splits.items()}
-            for run in q2.train_runs(args.learning_rates, False, run_args, splits, None):
+            for run in q2.train_runs(args.learning_rates, False, run_args, splits, None,
+                                     info):
                 print(f"power {power} lr {run['learning_rate']}: val {run['val_acc'][-1]:.4f} "
                       f"test(529) {run['test_acc']:.4f} test(1000) {run['test_acc_full']:.4f}",
                       flush=True)

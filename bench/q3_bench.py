@@ -1,15 +1,22 @@
 #!/usr/bin/env python
-"""Q3 speed, side by side on the same batches: handed-out vs -fast.
+"""Q3 speed, side by side in one run, on the corpus's real clip lengths.
 
-1. Training clips/s: every clip padded to 2754 frames with no masks (handed-out) against
-   per-batch padding with key-padding masks (-fast), same model and batches.
-2. Greedy decoding of 98 tokens with the attention decoder: recomputing the whole prefix at
-   every step (handed-out) against the key/value cache (-fast); the token sequences must be
-   identical.
-Clips are random log-mels whose lengths follow LJ Speech's (1-10 s, mean about 6.5 s, i.e.
-about 900 frames at hop 160 on 22,050 Hz audio), so no data set is needed.
+1. Training clips/s of each decoder on three paths, same model, same optimiser, same number
+   of training batches drawn as hw2-q3.py draws them:
+   handed_out    shuffled batches, every clip padded to 2754 frames, no masks;
+   fast          shuffled batches, padded to the batch's longest clip, key-padding masks;
+   fast_grouped  -fast's batches of clips of similar length (ClipBatches, group=True),
+                 the committed CPU configuration's path.
+   The grouped batches timed are spread evenly over the epoch's batches sorted by length, so
+   their mean is the epoch's. Each path runs once per thread count (-threads).
+2. Greedy decoding of the attention decoder: prefix recomputation for 98 steps (handed-out)
+   against the key/value cache stopping at the stop tokens (-fast); the tokens up to each
+   stop token must be identical.
 
-    python bench/q3_bench.py [-batch 16] [-steps 2] [-decode_batch 16]
+Writes report/results/q3-bench.json: results.training[decoder][path] = clips/s per thread
+count, and results.speed_up[decoder] = fast_grouped / handed_out at the committed thread count.
+
+    python bench/q3_bench.py [-data_dir DIR] [-batch_size 16] [-batches 6] [-threads 1 2]
 """
 import argparse
 import sys
@@ -19,77 +26,135 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ljspeech import AUDIO_TIME, pad_or_crop  # noqa: E402
+import utils  # noqa: E402
+from ljspeech import (AUDIO_TIME, ClipBatches, FeatureBank, FeatureCache, LJSpeech,  # noqa: E402
+                      LogMel, SpeechDataset, TokenVectorizer)
 from q3_model import SpeechToText  # noqa: E402
 
-import importlib.util  # noqa: E402
-spec = importlib.util.spec_from_file_location(
-    "hw2_q3", Path(__file__).resolve().parents[1] / "hw2-q3.py")
-q3 = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(q3)
+q3 = utils.load_script("hw2-q3.py")
+COMMITTED_THREADS = 1  # reproduce.sh trains the two decoders side by side, one thread each
 
 
-def random_batch(n: int, generator: torch.Generator):
-    seconds = (torch.rand(n, generator=generator) * 7 + 2.5).clamp(max=10)
-    lengths = (seconds * 22050 / 160).long()
-    clips = [torch.randn(80, int(l), generator=generator) for l in lengths]
-    text = torch.randint(4, 35, (n, 99), generator=generator)
-    text[:, 0], text[:, -1] = 0, 1
-    return clips, text, lengths
+def chosen_batches(lengths: torch.Tensor, batch_size: int, count: int, group: bool
+                   ) -> list[torch.Tensor]:
+    """`count` batches of epoch 0 as hw2-q3.py draws them; grouped ones spread evenly over
+    the epoch's batches ordered by length (so short and long batches weigh as in an epoch)."""
+    batches = ClipBatches(lengths, batch_size, seed=0, group=group).epoch(0)
+    batches = [b for b in batches if len(b) == batch_size]
+    if group:
+        batches.sort(key=lambda b: int(lengths[b].max()))
+        return [batches[round(i * (len(batches) - 1) / max(count - 1, 1))] for i in range(count)]
+    return batches[:count]
 
 
-def time_training(model, clips, text, lengths, fast: bool, steps: int) -> float:
-    frames = int(lengths.max()) if fast else AUDIO_TIME
-    audio = torch.stack([pad_or_crop(c, frames) for c in clips])
+def time_training(model, bank: FeatureBank, batches, fast: bool, amp: bool) -> float:
+    """Seconds for one AdamW update per batch (after one untimed warm-up update)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    start = time.perf_counter()
-    for _ in range(steps):
+    device = torch.device(bank.device)
+
+    def step(indices):
+        audio, text, lengths = bank.batch(indices, None if fast else AUDIO_TIME)
         optimizer.zero_grad()
-        logits = model(audio, text[:, :-1], lengths if fast else None)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(audio, text[:, :-1], lengths if fast else None)
         q3.teacher_forced_loss(logits, text).backward()
         optimizer.step()
+
+    step(batches[0])
+    synchronize(device)
+    start = time.perf_counter()
+    for indices in batches:
+        step(indices)
+    synchronize(device)
     return time.perf_counter() - start
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def decoding(bank: FeatureBank, batch_size: int) -> dict:
+    torch.manual_seed(0)
+    model = SpeechToText("transformer").to(bank.device).eval()
+    audio, _, lengths = bank.batch(torch.arange(batch_size), None)
+    with torch.no_grad():
+        latent, padding = model.encode(audio, lengths)
+        start = time.perf_counter()
+        prefix = model.greedy(latent, padding, use_cache=False).tolist()
+        t_prefix = time.perf_counter() - start
+        start = time.perf_counter()
+        cached = model.greedy(latent, padding, use_cache=True, stop_token=q3.STOP).tolist()
+        t_cached = time.perf_counter() - start
+    same = all(q3.cut_at_stop([0, 1], p)[1] == q3.cut_at_stop([0, 1], c)[1]
+               for p, c in zip(prefix, cached))
+    return {"prefix_recompute_s": t_prefix, "cached_with_stop_s": t_cached,
+            "speed_up": t_prefix / t_cached, "identical_tokens": same}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-batch", type=int, default=16)
-    parser.add_argument("-steps", type=int, default=2)
-    parser.add_argument("-decode_batch", type=int, default=16)
+    parser.add_argument("-data_dir", default=None,
+                        help=f"holds LJSpeech-1.1 (default: ${utils.DATA_DIR_ENV}, else ./data)")
+    parser.add_argument("-cache_dir", default="data/feature_cache")
+    parser.add_argument("-batch_size", type=int, default=16)
+    parser.add_argument("-batches", type=int, default=6, help="timed batches per path")
+    parser.add_argument("-threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("-device", default="cpu")
+    parser.add_argument("-amp", action="store_true", help="bf16 autocast (GPUs)")
+    parser.add_argument("-tag", default="", help="results name q3-bench-<tag>.json")
+    parser.add_argument("-out_dir", default=None)
     args = parser.parse_args()
-    gen = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    model = SpeechToText("transformer")
-    clips, text, lengths = random_batch(args.batch, gen)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch}, "
-          f"mean clip {lengths.float().mean():.0f} frames (padded: {AUDIO_TIME} handed-out, "
-          f"{int(lengths.max())} per batch)")
-    time_training(model, clips, text, lengths, True, 1)  # warm-up
-    slow = time_training(model, clips, text, lengths, False, args.steps)
-    fast = time_training(model, clips, text, lengths, True, args.steps)
-    clips_done = args.batch * args.steps
-    print(f"training   handed-out {clips_done / slow:7.2f} clips/s   -fast "
-          f"{clips_done / fast:7.2f} clips/s   speed-up {slow / fast:.2f}x")
-
-    model.eval()
-    clips, _, lengths = random_batch(args.decode_batch, gen)
-    audio = torch.stack([pad_or_crop(c, int(lengths.max())) for c in clips])
-    with torch.no_grad():
-        start = time.perf_counter()
-        model._enc(audio, lengths)
-        t_encoder = time.perf_counter() - start  # paid once by both; reported apart
-    start = time.perf_counter()
-    prefix = model.generate(audio, lengths, use_cache=False)
-    t_prefix = time.perf_counter() - start
-    start = time.perf_counter()
-    cached = model.generate(audio, lengths, use_cache=True)
-    t_cached = time.perf_counter() - start
-    d_prefix, d_cached = t_prefix - t_encoder, t_cached - t_encoder
-    print(f"decoding   prefix recompute {t_prefix:6.2f} s   cached {t_cached:6.2f} s   "
-          f"(encoder {t_encoder:.2f} s of each)\n"
-          f"           decoder loop alone: {d_prefix:6.2f} s vs {d_cached:6.2f} s, speed-up "
-          f"{d_prefix / d_cached:.2f}x (with the encoder {t_prefix / t_cached:.2f}x); "
-          f"identical tokens: {torch.equal(prefix, cached)}")
+    wall = utils.Timer()
+    if args.out_dir:
+        utils.set_output_root(args.out_dir)
+    corpus = LJSpeech(utils.resolve_data_dir(args.data_dir) / "LJSpeech-1.1")
+    train = corpus.split("train")
+    if len(train) < args.batch_size * 4:
+        raise utils.fail(f"{corpus.root}: too few training clips with audio ({len(train)})")
+    lengths = torch.tensor([corpus.frames(clip) for clip in train])
+    plan = {"handed_out": (False, False), "fast": (False, True), "fast_grouped": (True, True)}
+    picked = {path: chosen_batches(lengths, args.batch_size, args.batches, group)
+              for path, (group, _) in plan.items()}
+    needed = sorted({int(i) for batches in picked.values() for b in batches for i in b})
+    bank = FeatureBank(SpeechDataset(corpus, [train[i] for i in needed],
+                                     FeatureCache(Path(args.cache_dir), LogMel()),
+                                     TokenVectorizer()), workers=2, device=args.device,
+                      desc="bench features")
+    position = {clip: row for row, clip in enumerate(needed)}
+    picked = {path: [torch.tensor([position[int(i)] for i in b]) for b in batches]
+              for path, batches in picked.items()}
+    print(f"torch {torch.__version__}; {len(train)} training clips, mean "
+          f"{lengths.float().mean():.0f} frames (max {int(lengths.max())}); batch "
+          f"{args.batch_size}, {args.batches} timed batches per path")
+    training = {}
+    for decoder in ("lstm", "transformer"):
+        training[decoder] = {path: {} for path in plan}
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            for path, (_, fast) in plan.items():
+                torch.manual_seed(0)
+                model = SpeechToText(decoder).to(args.device)
+                seconds = time_training(model, bank, picked[path], fast, args.amp)
+                rate = args.batch_size * args.batches / seconds
+                training[decoder][path][f"{threads}_threads"] = rate
+                print(f"{decoder:12s} {path:13s} {threads} thread(s): {rate:7.2f} clips/s")
+    key = f"{COMMITTED_THREADS}_threads"
+    speed_up = {d: r["fast_grouped"][key] / r["handed_out"][key] for d, r in training.items()
+                if key in r["fast_grouped"]}
+    for decoder, ratio in speed_up.items():
+        print(f"{decoder}: committed configuration (fast_grouped, {COMMITTED_THREADS} thread) "
+              f"{ratio:.2f}x the handed-out path")
+    torch.set_num_threads(max(args.threads))
+    decode = decoding(bank, args.batch_size)
+    print(f"decoding: prefix {decode['prefix_recompute_s']:.2f} s, cached "
+          f"{decode['cached_with_stop_s']:.2f} s ({decode['speed_up']:.2f}x), identical "
+          f"tokens: {decode['identical_tokens']}")
+    path = utils.write_results("q3-bench" + (f"-{args.tag}" if args.tag else ""), {
+        "training": training, "speed_up": speed_up, "committed_threads": COMMITTED_THREADS,
+        "decoding": decode, "device": q3.device_name(args.device)}, config=vars(args), seed=0,
+        data={"corpus": corpus.describe(), "clips_timed": len(needed)}, wall_time_s=wall.lap())
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -1,20 +1,27 @@
 #!/usr/bin/env python
-"""Build report/report.md from the templates in report/src/ and the results files, and the
-README's "results at a glance" table between its markers.
+"""Build report/report.md from the templates in report/src/ and the results files, the README's
+"results at a glance" table between its markers, and report/report.pdf from report.md.
 
 Templates are Markdown with two kinds of placeholders, filled from report/results/*.json:
   {{ q1.results.slope_softmax :.2f }}   a value: results file `q1.json`, then a dotted path
                                         (list items by index), then an optional format spec;
   {{ table q1_feature_map }}            a table made by one of the TABLES functions below.
-A missing results file, key or table stops the build with an error naming it, so the report
-can never show a number that no run produced. The output is deterministic: building twice
-from the same results gives the same bytes.
+A missing or unreadable results file, key or table stops the build with an error naming it,
+so the report can never show a number that no run produced. The output is deterministic:
+building twice from the same results gives the same bytes.
+
+The PDF is made by pandoc with pdflatex (Debian: PDF_PACKAGES below); where they are missing
+the PDF step is skipped with a one-line message and the Markdown build still succeeds.
 """
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,6 +29,7 @@ REPORT_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = REPORT_DIR / "results"
 SECTIONS = ["header.md", "q1.md", "q2.md", "q3.md", "closing.md"]
 OUTPUT = REPORT_DIR / "report.md"
+PDF_OUTPUT = REPORT_DIR / "report.pdf"
 README = REPORT_DIR.parent / "README.md"
 GLANCE_BEGIN = "<!-- results-at-a-glance: begin -->"
 GLANCE_END = "<!-- results-at-a-glance: end -->"
@@ -45,7 +53,11 @@ class Results:
             path = self.dir / f"{name}.json"
             if not path.exists():
                 raise BuildError(f"missing results file {path}; run the script that writes it")
-            self._cache[name] = json.loads(path.read_text())
+            try:
+                self._cache[name] = json.loads(path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise BuildError(f"results file {path} is not valid JSON (empty or truncated?): "
+                                 f"{err}; run the script that writes it again") from None
         return self._cache[name]
 
     def get(self, name: str, dotted: str) -> Any:
@@ -59,8 +71,12 @@ class Results:
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    """A pipe table. Each column's dashes follow its longest cell (3 to 50): pandoc sizes the
+    columns of a wide table by them, so long text gets room in the PDF."""
+    cells = [header] + [[str(c) for c in row] for row in rows]
+    widths = [min(50, max(3, max(len(row[i]) for row in cells))) for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "".join("-" * w + "|" for w in widths)]
+    lines += ["| " + " | ".join(row) + " |" for row in cells[1:]]
     return "\n".join(lines)
 
 
@@ -73,13 +89,17 @@ def table_q1_feature_map(res: Results) -> str:
 
 
 def table_q1_timing(res: Results) -> str:
+    """Times over L with the local log-log slope from the previous L; the lengths of the
+    slope fit in bold."""
     t = res.get("q1", "results.timing_vs_length")
-    rows = [[l, f"{s * 1e3:.2f}", f"{n * 1e3:.2f}", f"{s / n:.2f}", f"{ms / 1e6:.1f}",
-             f"{ml / 1e6:.1f}"]
-            for l, s, n, ms, ml in zip(t["lengths"], t["seconds_softmax"], t["seconds_linear"],
-                                       t["macs_softmax"], t["macs_linear"])]
-    return markdown_table(["L", "softmax (ms)", "linear form (ms)", "softmax / linear",
-                           "softmax MMACs", "linear MMACs"], rows)
+    slopes_soft = ["-"] + [f"{x:.2f}" for x in t["local_slopes_softmax"]]
+    slopes_lin = ["-"] + [f"{x:.2f}" for x in t["local_slopes_linear"]]
+    rows = [[f"**{l}**" if l in t["slope_fit_lengths"] else l, f"{mib:g}", f"{s * 1e3:.2f}",
+             ss, f"{n * 1e3:.2f}", sl, f"{s / n:.2f}"]
+            for l, mib, s, n, ss, sl in zip(t["lengths"], t["scores_mib"], t["seconds_softmax"],
+                                            t["seconds_linear"], slopes_soft, slopes_lin)]
+    return markdown_table(["L", "L x L scores (MiB)", "softmax (ms)", "local slope",
+                           "linear form (ms)", "local slope", "softmax / linear"], rows)
 
 
 def table_q1_feature_cost(res: Results) -> str:
@@ -98,18 +118,21 @@ def table_q1_positivity(res: Results) -> str:
 
 
 def table_q2_runs(res: Results) -> str:
-    def pct(v):
-        return "diverged" if v is None else f"{100 * v:.1f}"
+    """Every run of the sweep; accuracies as fractions of one, like the report's prose."""
+    def acc(v: float | None) -> str:
+        return "diverged" if v is None else f"{v:.4f}"
     rows = []
     for r in res.get("q2", "results.runs"):
         rows.append(["no max-pool (Q2.2)" if r["no_maxpool"] else "max-pool (Q2.1)",
-                     r["learning_rate"], pct(r["val_acc"][-1]), pct(max(r["val_acc"])),
-                     pct(r["test_acc"]), pct(r["test_acc_full"]),
-                     "-" if r["real_80_acc"] is None else pct(r["real_80_acc"]),
+                     r["learning_rate"], acc(r["val_acc"][-1]), acc(max(r["val_acc"])),
+                     acc(r["test_acc"]), acc(r["test_acc_full"]),
+                     "-" if r["real_80_acc"] is None else acc(r["real_80_acc"]),
                      "-" if r["train_loss"][-1] is None else f"{r['train_loss'][-1]:.3f}"])
-    return markdown_table(["network", "lr", "val acc, last epoch (%)", "best val acc (%)",
-                           "test acc, 529 subset (%)", "test acc, all 1000 (%)",
-                           "80 real Kermany (%)", "train loss, last epoch"], rows)
+    sizes = res.get("q2", "data.sizes")
+    return markdown_table(["network", "lr", "val acc, last epoch", "best val acc",
+                           f"test acc, {sizes['test']} subset",
+                           f"test acc, all {sizes['test_full']:,}",
+                           "80 genuine OCT images", "train loss, last epoch"], rows)
 
 
 def table_q2_params(res: Results) -> str:
@@ -151,6 +174,38 @@ def table_q3_test(res: Results) -> str:
                            "WER", "CER"], rows)
 
 
+def table_q3_speed(res: Results) -> str:
+    """Training clips/s of each decoder and path (bench/q3_bench.py), with the speed-up over
+    the handed-out path at the same thread count."""
+    training = res.get("q3-bench", "results.training")
+    labels = {"handed_out": "handed-out: shuffled, padded to 2,754 frames",
+              "fast": "`-fast` padding: shuffled, padded to the longest clip, masks",
+              "fast_grouped": "`-fast`: grouped by length (committed)"}
+    threads = list(training["lstm"]["handed_out"])
+    rows = []
+    for decoder, paths in training.items():
+        for path, label in labels.items():
+            rows.append([Q3_DECODERS[f"q3-{decoder}"], label] + [
+                f"{paths[path][t]:.1f} ({paths[path][t] / paths['handed_out'][t]:.1f}x)"
+                for t in threads])
+    return markdown_table(["decoder", "path"] + [t.replace("_", " ") for t in threads], rows)
+
+
+def table_q3_runs(res: Results) -> str:
+    """Each Q3 run's setting, time and data, CPU and GPU."""
+    rows = []
+    for name, label in {**Q3_DECODERS, "q3-transformer-gpu": "attention (Q3.2), GPU"}.items():
+        config, results = res.get(name, "config"), res.get(name, "results")
+        rows.append([label, results["device"], f"{config['epochs']}",
+                     f"{config['batch_size']}", f"{results['updates']:,}",
+                     f"{config['schedule']}" + (", curriculum" if config["curriculum"] else ""),
+                     f"{results['train_seconds'] / 60:.1f}",
+                     f"{res.get(name, 'wall_time_s') / 60:.1f}"])
+    return markdown_table(["decoder", "device", "epochs", "batch", "updates",
+                           "learning-rate schedule", "training + validation (min)",
+                           "whole run (min)"], rows)
+
+
 def table_q3_params(res: Results) -> str:
     rows = [[label] + [f"{res.get(name, 'results.parameters.' + part):,}"
                        for part in ("encoder", "decoder", "total")]
@@ -183,11 +238,12 @@ def table_glance(res: Results) -> str:
                      "(529-image subset / all 1,000)",
                      f"{q2[key]['test_acc']:.4f} / {q2[key]['test_acc_full']:.4f}",
                      "synthetic OCTMNIST stand-in"])
-    for name, label in Q3_DECODERS.items():
-        test = res.get(name, "results.test")
+    for name, label in {**Q3_DECODERS, "q3-transformer-gpu": "attention, GPU"}.items():
+        test, config = res.get(name, "results.test"), res.get(name, "config")
         rows.append(["Q3", f"{label}: test Damerau-Levenshtein similarity / CER",
                      f"{test['damerau-levenshtein_similarity']:.4f} / {test['cer']:.4f}",
-                     f"synthetic speech, {res.get(name, 'config.train_clips')} training clips"])
+                     f"synthetic speech, whole training split, {config['epochs']} epochs, "
+                     f"batch {config['batch_size']}"])
     return markdown_table(["question", "result", "value", "data"], rows)
 
 
@@ -204,7 +260,11 @@ def render(text: str, res: Results) -> str:
                 raise BuildError(f"unknown table '{name}'")
             return TABLES[name](res)
         value = res.get(name, dotted)
-        return format(value, spec) if spec else str(value)
+        try:
+            return format(value, spec) if spec else str(value)
+        except (TypeError, ValueError):
+            raise BuildError(f"{name}.json: '{dotted.lstrip('.')}' is {value!r}, which format "
+                             f"'{spec}' cannot show") from None
     return PLACEHOLDER.sub(substitute, text)
 
 
@@ -230,12 +290,94 @@ def build(results_dir: Path = RESULTS_DIR, output: Path = OUTPUT,
     return output
 
 
+# The PDF: pandoc turns report.md into LaTeX and pdflatex typesets it.
+PDF_ENGINE = "pdflatex"
+PDF_PACKAGES = "pandoc texlive-latex-recommended texlive-fonts-recommended lmodern"
+# Characters beyond Latin-1 that the report uses, as LaTeX (pdflatex's utf8 input encoding
+# already knows Latin-1: the multiplication sign, the middle dot, dashes, accented letters).
+PDF_CHARACTERS = {
+    "\u2192": r"\ensuremath{\rightarrow}", "\u2212": r"\ensuremath{-}",
+    "\u2264": r"\ensuremath{\leq}", "\u2265": r"\ensuremath{\geq}",
+    "\u221a": r"\ensuremath{\surd}", "\u221e": r"\ensuremath{\infty}",
+    "\u2229": r"\ensuremath{\cap}", "\u222a": r"\ensuremath{\cup}",
+    "\u2248": r"\ensuremath{\approx}", "\u2260": r"\ensuremath{\neq}",
+    "\u2026": r"\ldots{}",
+    **{chr(0x2070 + i): rf"\ensuremath{{^{{{i}}}}}" for i in (0, 4, 5, 6, 7, 8, 9)},
+    "\u207b": r"\ensuremath{^{-}}",
+    **{chr(0x2080 + i): rf"\ensuremath{{_{{{i}}}}}" for i in range(10)},
+    "\u208b": r"\ensuremath{_{-}}", "\u209c": r"\ensuremath{_{t}}",
+}
+PDF_PREAMBLE = r"""
+% Figures stay where the text puts them, under the answer they belong to, at 80% of their
+% natural size (labels stay legible, two plots fit on a page) and at most the text width.
+\usepackage{float}
+\floatplacement{figure}{H}
+\makeatletter
+\def\maxwidth{\ifdim0.8\Gin@nat@width>\linewidth\linewidth\else0.8\Gin@nat@width\fi}
+\makeatother
+% A fixed document ID (pdflatex derives it from the temporary file's path otherwise).
+\pdftrailerid{hw2-report}
+"""
+PANDOC_OPTIONS = [
+    # GitHub's Markdown has no ~sub~ or ^super^ script: a tilde stays a tilde in the PDF too
+    "--from=markdown-subscript-superscript", f"--pdf-engine={PDF_ENGINE}",
+    "--shift-heading-level-by=-1",  # the report's one "#" heading becomes the title
+    "--variable=geometry:margin=2cm", "--variable=fontsize=10pt", "--variable=papersize=a4",
+    "--variable=colorlinks=true",
+]
+
+
+def missing_pdf_tools() -> list[str]:
+    """The PDF converter's programs that are not installed (empty when the PDF can be built)."""
+    return [tool for tool in ("pandoc", PDF_ENGINE) if shutil.which(tool) is None]
+
+
+def pdf_preamble(text: str) -> str:
+    """LaTeX preamble for the report: the layout settings and a declaration for each character
+    of PDF_CHARACTERS that `text` uses (pdflatex names any other it cannot typeset)."""
+    used = sorted({c for c in text if c in PDF_CHARACTERS})
+    declarations = [rf"\DeclareUnicodeCharacter{{{ord(c):04X}}}{{{PDF_CHARACTERS[c]}}}"
+                    for c in used]
+    return PDF_PREAMBLE + "\n".join(declarations) + "\n"
+
+
+def build_pdf(markdown: Path = OUTPUT, pdf: Path = PDF_OUTPUT) -> Path:
+    """Typeset `markdown` (its image paths relative to report/) as `pdf` with pandoc.
+
+    SOURCE_DATE_EPOCH fixes the dates pdflatex writes, so the same report gives the same PDF
+    and a committed PDF changes only when its content does.
+    """
+    # An image alone in its paragraph becomes a captioned figure at a legible size; images
+    # on consecutive lines would otherwise share one line of the page and overflow it.
+    text = re.sub(r"^(!\[.*\]\(.*\))\n(?=!\[)", r"\1\n\n", markdown.read_text(), flags=re.M)
+    env = {**os.environ, "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", "0")}
+    with tempfile.TemporaryDirectory() as tmp:
+        preamble = Path(tmp) / "preamble.tex"
+        preamble.write_text(pdf_preamble(text))
+        command = ["pandoc", *PANDOC_OPTIONS, f"--include-in-header={preamble}",
+                   f"--resource-path={REPORT_DIR}", "--output", str(pdf)]
+        proc = subprocess.run(command, input=text, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        detail = " ".join(line.strip() for line in proc.stderr.splitlines()[:4] if line.strip())
+        raise BuildError(f"pandoc could not build {pdf}: {detail}")
+    return pdf
+
+
+def build_pdf_if_possible(markdown: Path = OUTPUT, pdf: Path = PDF_OUTPUT) -> str:
+    """Build the PDF where its converter is installed; the one line to print either way."""
+    missing = missing_pdf_tools()
+    if missing:
+        return (f"skipped {pdf}: {' and '.join(missing)} not found "
+                f"(apt-get install -y --no-install-recommends {PDF_PACKAGES})")
+    return f"wrote {build_pdf(markdown, pdf)}"
+
+
 def main() -> None:
     try:
-        path = build()
+        print(f"wrote {build()}")
+        print(build_pdf_if_possible())
     except BuildError as err:
         sys.exit(f"error: {err}")
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

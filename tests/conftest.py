@@ -6,11 +6,9 @@ beside the clone. Tests that need a file there skip, with the reason, when it is
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -21,18 +19,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HW2_DATA_DIR", str(REPO.parent / "shared" / "data"))
 
 import utils  # noqa: E402
-
-
-def load_script(filename: str) -> ModuleType:
-    """Import a top-level script such as `hw2-q1.py` as a module (its main does not run)."""
-    name = filename.removesuffix(".py").replace("-", "_")
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / filename)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+from utils import load_script  # noqa: E402,F401  (tests import it from here)
 
 
 def shared_file(relative: str) -> Path:

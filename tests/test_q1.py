@@ -82,6 +82,12 @@ def test_loglog_slope_recovers_power_law():
     assert slope == pytest.approx(2.0) and intercept == pytest.approx(math.log(3))
 
 
+def test_local_slopes_show_where_a_power_law_bends():
+    xs = [1, 2, 4, 8]
+    ys = [1, 4, 16, 16 * 8 ** 3 / 4 ** 3]  # slope 2, then 3 past x = 4
+    assert q1.local_slopes(xs, ys) == pytest.approx([2, 2, 3])
+
+
 def test_crossover_interpolates_sign_change():
     lengths = [100, 1000]
     # ratio lin/quad goes from 10 to 0.1: equal at the geometric midpoint
@@ -106,6 +112,10 @@ def test_quick_run_writes_results_and_plots(tmp_path):
     for row in res["feature_map"]:
         assert row["M_tensor"] == row["M_tensor_formula"] and row["max_abs_err"] < 1e-10
     assert record["config"]["quick"] is True
+    timing = res["timing_vs_length"]
+    low, high = timing["slope_fit_range"]
+    assert timing["slope_fit_lengths"] == [l for l in timing["lengths"] if low <= l <= high]
+    assert len(timing["local_slopes_softmax"]) == len(timing["lengths"]) - 1
     for name in ("q1-time-vs-length", "q1-exp-approximation", "q1-approx-error-vs-scale",
                  "q1-linear-cost-vs-MD"):
         assert (tmp_path / "plots" / f"{name}.png").exists()

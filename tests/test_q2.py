@@ -280,10 +280,10 @@ def _args(data_dir, *extra):
 
 def test_short_training_lowers_the_loss_and_repeats_exactly(small_synthetic):
     args = _args(small_synthetic, "-epochs", "3")
-    splits, _ = q2.load_splits(small_synthetic, None)
-    first = q2.train_runs([0.05], False, args, splits, None)[0]
+    splits, info = q2.load_splits(small_synthetic, None)
+    first = q2.train_runs([0.05], False, args, splits, None, info)[0]
     assert first["train_loss"][-1] < first["train_loss"][0]
-    again = q2.train_runs([0.05], False, args, splits, None)[0]
+    again = q2.train_runs([0.05], False, args, splits, None, info)[0]
     assert again["train_loss"] == first["train_loss"] and again["val_acc"] == first["val_acc"]
     # the handed-out running mean: mean of all batch losses since epoch 1
     assert first["train_loss_running_mean"][1] == pytest.approx(np.mean(first["train_loss"][:2]))
@@ -327,15 +327,23 @@ def test_sweep_in_two_processes_equals_sweep_in_one(small_synthetic, tmp_path):
     assert len(runs["2"]) == 6 and runs["2"] == runs["1"]
 
 
-def test_resume_after_interruption_reproduces_uninterrupted_run(small_synthetic, tmp_path):
-    splits, _ = q2.load_splits(small_synthetic, None)
+def test_resume_after_interruption_reproduces_uninterrupted_run(small_synthetic, tmp_path,
+                                                                monkeypatch):
+    splits, info = q2.load_splits(small_synthetic, None)
     full = q2.train_runs([0.05, 0.01], False, _args(small_synthetic, "-epochs", "2",
-                         "-checkpoint_dir", str(tmp_path / "a")), splits, None)
-    # "interrupted" after epoch 1: only the epoch-1 state is on disk
-    q2.train_runs([0.05, 0.01], False, _args(small_synthetic, "-epochs", "1",
-                  "-checkpoint_dir", str(tmp_path / "b")), splits, None)
+                         "-checkpoint_dir", str(tmp_path / "a")), splits, None, info)
+
+    def save_then_interrupt(state, path):  # Ctrl-C right after epoch 1 is saved
+        utils.save_checkpoint(state, path)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(q2, "save_checkpoint", save_then_interrupt)
+        q2.train_runs([0.05, 0.01], False, _args(small_synthetic, "-epochs", "2",
+                      "-checkpoint_dir", str(tmp_path / "b")), splits, None, info)
     resumed = q2.train_runs([0.05, 0.01], False, _args(small_synthetic, "-epochs", "2",
-                            "-resume", "-checkpoint_dir", str(tmp_path / "b")), splits, None)
+                            "-resume", "-checkpoint_dir", str(tmp_path / "b")), splits, None,
+                            info)
     for a, b in zip(full, resumed):
         for key in ("train_loss", "train_loss_running_mean", "val_acc", "test_acc",
                     "test_acc_full"):

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from torch.utils.data import DataLoader
 
 import ljspeech as lj
 from conftest import REPO, load_script, shared_file, write_corpus
@@ -60,8 +59,8 @@ def test_vectorizer_round_trip_and_unknown_characters():
 
 def test_features_match_the_handed_out_pipeline_on_a_genuine_clip():
     wav = shared_file("LJSpeech-1.1/wavs/LJ001-0002.wav")
-    waveform, rate = lj.read_wav(wav)
-    assert rate == 22050
+    waveform = lj.read_wav(wav)
+    assert soundfile.info(str(wav)).samplerate == lj.SAMPLE_RATE
     features = lj.LogMel()(waveform)
     assert features.shape == (80, len(waveform) // 160 + 1)
     # the normalisation: (log10 - 4) / 4 floored at max - 8, so the range is exactly 2 wide
@@ -71,8 +70,6 @@ def test_features_match_the_handed_out_pipeline_on_a_genuine_clip():
     mel = lj.LogMel().mel(spec.abs() ** 2).clamp(min=1e-10).log10()
     expected = (torch.maximum(mel, mel.max() - 8) + 4) / 4
     torch.testing.assert_close(features, expected, rtol=1e-4, atol=1e-4)
-    padded = lj.pad_or_crop(features)
-    assert padded.shape == (80, 2754) and (padded[:, features.shape[1]:] == 0).all()
 
 
 def test_cache_reuses_and_invalidates(tmp_path):
@@ -95,34 +92,97 @@ def test_missing_unreadable_and_empty_inputs_give_clear_errors(tmp_path):
     (root / "wavs" / "LJ2.wav").write_bytes(b"RIFF garbage")
     corpus = lj.LJSpeech(root)
     cache = lj.FeatureCache(tmp_path / "cache", lj.LogMel())
-    with pytest.raises(SystemExit, match="LJ2.wav: unreadable audio"):
+    with pytest.raises(lj.DataError, match="LJ2.wav: unreadable audio"):
         cache.features(root / "wavs" / "LJ2.wav")
-    with pytest.raises(SystemExit, match="LJ9.wav: missing audio file"):
+    with pytest.raises(lj.DataError, match="LJ9.wav: missing audio file"):
         cache.features(root / "wavs" / "LJ9.wav")
     clips = corpus.clips
     with pytest.raises(SystemExit, match="LJ3: empty transcript"):
         lj.SpeechDataset(corpus, clips, cache, lj.TokenVectorizer())
 
 
-@pytest.mark.parametrize("context", ["fork", "spawn"])
-def test_dataloader_workers_and_length_aware_padding(tmp_path, context):
-    ids = [f"LJ{i}" for i in range(4)]
+def test_audio_is_checked_resampled_and_truncation_detected(tmp_path):
+    wavs = tmp_path / "wavs"
+    wavs.mkdir()
+    t = np.arange(8000) / 8000
+    soundfile.write(str(wavs / "slow.wav"), 0.3 * np.sin(2 * np.pi * 300 * t), 8000,
+                    subtype="PCM_16")  # one second at 8 kHz
+    assert lj.read_wav(wavs / "slow.wav").shape == (lj.SAMPLE_RATE,)  # resampled, same length
+    soundfile.write(str(wavs / "short.wav"), np.zeros(150), lj.SAMPLE_RATE, subtype="PCM_16")
+    with pytest.raises(lj.DataError, match="short.wav: too short .150 samples"):
+        lj.read_wav(wavs / "short.wav")
+    soundfile.write(str(wavs / "cut.wav"), np.zeros(4000), lj.SAMPLE_RATE, subtype="PCM_16")
+    whole = (wavs / "cut.wav").read_bytes()
+    (wavs / "cut.wav").write_bytes(whole[:len(whole) - 2000])  # 1,000 samples lost
+    with pytest.raises(lj.DataError, match="cut.wav: truncated wav .3000 of the 4000"):
+        lj.read_wav(wavs / "cut.wav")
+
+
+def speech_dataset(tmp_path, seconds) -> lj.SpeechDataset:
+    """Tone clips of the given durations in a tiny LJ-layout corpus."""
+    ids = [f"LJ{i}" for i in range(len(seconds))]
     root = write_corpus(tmp_path / "lj", [f"{i}|t {i}|t {i}" for i in ids], ids)
-    corpus = lj.LJSpeech(root)
-    for i, clip_id in enumerate(ids):  # different lengths
-        t = np.arange(int(lj.SAMPLE_RATE * (0.2 + 0.1 * i))) / lj.SAMPLE_RATE
+    for clip_id, length in zip(ids, seconds):
+        t = np.arange(int(lj.SAMPLE_RATE * length)) / lj.SAMPLE_RATE
         soundfile.write(str(root / "wavs" / f"{clip_id}.wav"), 0.3 * np.sin(900 * t),
                         lj.SAMPLE_RATE)
-    ds = lj.SpeechDataset(corpus, corpus.clips, lj.FeatureCache(tmp_path / "c", lj.LogMel()),
-                          lj.TokenVectorizer())
-    loader = DataLoader(ds, batch_size=4, num_workers=2, collate_fn=lj.PadCollate(None),
-                        multiprocessing_context=context)
-    audio, text, lengths = next(iter(loader))
-    assert audio.shape == (4, 80, int(lengths.max())) and text.shape == (4, 99)
-    assert lengths.tolist() == [ds[i][0].shape[1] for i in range(4)]
-    fixed, _, capped = lj.PadCollate()([ds[i] for i in range(4)])
-    assert fixed.shape == (4, 80, 2754) and torch.equal(capped, lengths)
-    torch.testing.assert_close(fixed[:, :, :audio.shape[2]], audio)
+    corpus = lj.LJSpeech(root)
+    return lj.SpeechDataset(corpus, corpus.clips, lj.FeatureCache(tmp_path / "c", lj.LogMel()),
+                            lj.TokenVectorizer())
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_feature_bank_batches_equal_the_handed_out_padding(tmp_path, workers):
+    ds = speech_dataset(tmp_path, [0.2, 0.5, 0.3, 0.4])
+    bank = lj.FeatureBank(ds, workers=workers, progress=False)
+    clips = [ds[i] for i in range(4)]
+    assert bank.lengths.tolist() == [f.shape[1] for f, _, _ in clips]
+    order = [2, 0, 3]
+    audio, text, lengths = bank.batch(order, None)  # padded to the longest of the three
+    longest = max(clips[i][0].shape[1] for i in order)
+    assert audio.shape == (3, 80, longest) and lengths.tolist() == [clips[i][2] for i in order]
+    fixed, fixed_text, fixed_lengths = bank.batch(order)  # the handed-out 2754 frames
+    assert fixed.shape == (3, 80, lj.AUDIO_TIME) and torch.equal(fixed_lengths, lengths)
+    for row, i in enumerate(order):
+        features, tokens, frames = clips[i]
+        torch.testing.assert_close(fixed[row, :, :frames], features, rtol=0, atol=0)
+        assert (fixed[row, :, frames:] == 0).all() and (audio[row, :, frames:] == 0).all()
+        assert torch.equal(text[row], tokens) and torch.equal(fixed_text[row], tokens)
+    torch.testing.assert_close(fixed[:, :, :longest], audio, rtol=0, atol=0)
+
+
+def test_feature_bank_crops_long_clips_and_names_a_bad_file(tmp_path, capsys):
+    ds = speech_dataset(tmp_path, [0.3, 21.0])  # 21 s: 2,895 frames > 2,754
+    bank = lj.FeatureBank(ds, progress=False)
+    assert bank.lengths.tolist() == [ds[0][2], lj.AUDIO_TIME] and bank.cropped == 1
+    assert "1 clip(s) of features cropped to 2754 frames" in capsys.readouterr().out
+    assert bank.batch([0, 1], None)[0].shape == (2, 80, lj.AUDIO_TIME)
+    wav = ds.corpus.wav_path(ds.clips[1])
+    wav.write_bytes(wav.read_bytes()[:1000])
+    for workers in (0, 2):
+        with pytest.raises(SystemExit, match=r"^error: \S*LJ1.wav: truncated wav"):
+            lj.FeatureBank(ds, workers=workers, progress=False)
+
+
+def test_clip_batches_cover_each_clip_once_and_resume_from_the_epoch_alone():
+    lengths = torch.randint(100, 1700, (203,), generator=torch.Generator().manual_seed(1))
+    for group in (False, True):
+        batches = lj.ClipBatches(lengths, 16, seed=3, group=group, window=4)
+        epoch = batches.epoch(2)
+        assert len(epoch) == len(batches) == 13
+        assert sorted(torch.cat(epoch).tolist()) == list(range(203))
+        again = lj.ClipBatches(lengths, 16, seed=3, group=group, window=4).epoch(2)
+        assert all(torch.equal(a, b) for a, b in zip(epoch, again))  # a resumed run's epoch
+        assert not all(torch.equal(a, b) for a, b in zip(epoch, batches.epoch(3)))
+    padding = {}
+    for group in (False, True):
+        epoch = lj.ClipBatches(lengths, 16, seed=3, group=group, window=4).epoch(0)
+        padding[group] = sum(int(lengths[b].max()) * len(b) - int(lengths[b].sum())
+                             for b in epoch)
+    assert padding[True] < padding[False] / 2  # grouping is what -fast is for
+    first = lj.ClipBatches(lengths, 16, seed=3, group=True, curriculum=True).epoch(0)
+    maxima = [int(lengths[b].max()) for b in first]
+    assert maxima == sorted(maxima)  # the first epoch from the shortest clips up
 
 
 def test_voice_choice_is_deterministic_and_varied():

@@ -19,6 +19,36 @@ def test_parameter_counts_of_the_handed_out_configuration(decoder, total):
     assert sum(p.numel() for p in model.parameters()) == total
 
 
+def test_parameter_names_are_the_handed_out_ones():
+    """So a state_dict saved by the handed-out notebook loads (and the other way round)."""
+    names = set(m.SpeechToText("transformer").state_dict())
+    for name in ("_enc._embed._embed.0.weight", "_enc._embed._embed.2.weight",
+                 "_enc._att_blocks.1._att._key.weight", "_enc._att_blocks.0._mlp.2.bias",
+                 "_enc._out_norm.weight", "_enc._pos_embed", "_dec._pos_embed",
+                 "_dec._att._att._query.bias", "_dec._cross_att._mlp_norm.weight",
+                 "_dec._out_norm.bias", "_dec._classifier.weight"):
+        assert name in names, name
+    assert "_enc._att_blocks.0._att._key.bias" not in names  # keys have no bias
+    lstm = set(m.SpeechToText("lstm").state_dict())
+    assert {"_dec._rnn.weight_ih_l0", "_dec._rnn_norm.weight", "_dec._embed.weight"} <= lstm
+
+
+def test_fused_attention_equals_the_recorded_softmax_path():
+    """The fused kernel (training) and the explicit softmax (attention maps) agree, masks
+    included."""
+    torch.manual_seed(0)
+    model = m.SpeechToText("transformer", hidden_dim=32, feed_fwd_dim=64, n_mels=8).eval()
+    audio, lengths = torch.randn(3, 8, 40), torch.tensor([40, 25, 9])
+    text = torch.randint(4, 35, (3, 12))
+    with torch.no_grad():
+        fused = model(audio, text, lengths)
+        for module in model.modules():
+            if isinstance(module, m.MultiHeadAttention):
+                module.recorded = []
+        explicit = model(audio, text, lengths)
+    torch.testing.assert_close(fused, explicit, rtol=1e-5, atol=1e-5)
+
+
 def test_module_shapes():
     enc = m.AudioEncoderTransformer(1, 8, 50, 16, 2, 32)
     latent, padding = enc(torch.rand(3, 8, 41))

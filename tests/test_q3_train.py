@@ -53,6 +53,26 @@ def test_schedule_learning_rates_per_epoch():
     assert rates == pytest.approx(expected, rel=1e-6)
 
 
+def test_schedule_per_update_has_the_same_shape():
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    scheduler = q3.make_scheduler(optimizer, 2, 50, "update", warmup_updates=10)
+    rates = []
+    for _ in range(100):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx(1e-5) and rates[10] == pytest.approx(1e-3)
+    assert rates[:11] == sorted(rates[:11]) and rates[10:] == sorted(rates[10:], reverse=True)
+    assert rates[55] == pytest.approx(1e-3 * (1 - 0.99 * 45 / 90))  # linear decay
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)  # ends at 1e-2 x lr
+
+
+def test_handed_out_schedule_of_few_epochs_starts_at_the_peak():
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    q3.make_scheduler(optimizer, 5)  # int(0.15 * 5) = 0 warm-up epochs
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+
+
 @pytest.mark.parametrize("decoder", ["lstm", "transformer"])
 def test_tiny_model_overfits_four_clips(decoder):
     torch.manual_seed(0)
@@ -94,30 +114,39 @@ def results(tmp_path, name):
     return json.loads(path.read_text())["results"]
 
 
+@pytest.mark.parametrize("schedule", [["-eval_every", "1", "-schedule", "update"], []])
 def test_resume_after_interruption_reproduces_the_uninterrupted_run(tiny_corpus, tmp_path,
-                                                                    monkeypatch):
-    q3.main(cli(tiny_corpus, tmp_path, "full", "-epochs", "3", "-fast",
-                "-checkpoint_dir", str(tmp_path / "ck_full")))
-    original = q3.train_epoch
-    calls = []
+                                                                    monkeypatch, schedule):
+    """Stopped in the middle of epoch 2 (update 3 of 6), resumed from the last checkpoint:
+    the same history and test metrics as the run that was never stopped."""
+    run = ["-epochs", "3", "-fast", "-batch_size", "4", *schedule]  # 2 updates per epoch
+    q3.main(cli(tiny_corpus, tmp_path, "full", *run, "-checkpoint_dir", str(tmp_path / "a")))
+    original, calls = q3.train_step, []
 
     def interrupted(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt  # stopped during epoch 2
+        if len(calls) == 4:
+            raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(q3, "train_epoch", interrupted)
+    monkeypatch.setattr(q3, "train_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        q3.main(cli(tiny_corpus, tmp_path, "cut", "-epochs", "3", "-fast",
-                    "-checkpoint_dir", str(tmp_path / "ck_cut")))
-    monkeypatch.setattr(q3, "train_epoch", original)
-    q3.main(cli(tiny_corpus, tmp_path, "resumed", "-epochs", "3", "-fast", "-resume",
-                "-checkpoint_dir", str(tmp_path / "ck_cut")))
+        q3.main(cli(tiny_corpus, tmp_path, "cut", *run, "-checkpoint_dir", str(tmp_path / "b")))
+    monkeypatch.setattr(q3, "train_step", original)
+    q3.main(cli(tiny_corpus, tmp_path, "resumed", *run, "-resume",
+                "-checkpoint_dir", str(tmp_path / "b")))
     full, resumed = results(tmp_path, "full"), results(tmp_path, "resumed")
-    assert [h["train_loss"] for h in resumed["history"]] == \
-        [h["train_loss"] for h in full["history"]]
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in full["history"]]
+    assert [{k: v for k, v in h.items() if k != "seconds"} for h in resumed["history"]] == strip
+    assert len(strip) == (6 if schedule else 3)
     assert resumed["test"] == full["test"]
+
+
+def test_resume_refuses_a_checkpoint_of_another_configuration(tiny_corpus, tmp_path):
+    q3.main(cli(tiny_corpus, tmp_path, "a", "-epochs", "1", "-checkpoint_dir", str(tmp_path)))
+    with pytest.raises(SystemExit, match="another run .*differs in epochs, lr"):
+        q3.main(cli(tiny_corpus, tmp_path, "b", "-epochs", "2", "-lr", "1e-4", "-resume",
+                    "-checkpoint_dir", str(tmp_path)))
 
 
 def test_faithful_run_writes_results_plots_and_log(tiny_corpus, tmp_path):
@@ -171,3 +200,22 @@ def test_no_audio_for_a_split_is_a_clear_error(tiny_corpus, tmp_path):
         wav.unlink()
     with pytest.raises(SystemExit, match="no clips with audio .* for this split"):
         q3.main(cli(tiny_corpus, tmp_path, "x", "-epochs", "1"))
+
+
+def test_a_diverging_run_fails_without_writing_results(tiny_corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(q3, "teacher_forced_loss", lambda logits, text: logits.sum() * float("nan"))
+    with pytest.raises(SystemExit, match="training diverged: loss nan at update 2 .epoch 1"):
+        q3.main(cli(tiny_corpus, tmp_path, "nan", "-epochs", "1"))
+    assert not (tmp_path / "nan" / "report" / "results" / "q3-transformer.json").exists()
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["-lr", "nan"], "-lr must be a positive number"), (["-lr", "0"], "-lr must be a positive"),
+    (["-epochs", "0"], "-epochs must be at least 1"),
+    (["-encoder_layers", "0"], "-encoder_layers must be at least 1"),
+    (["-train_clips", "-3"], "-train_clips must be at least 1"),
+    (["-workers", "-1"], "cannot be negative"), (["-tag", "a/b"], "-tag must be letters")])
+def test_bad_flags_are_one_line_errors(flags, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        q3.parse_args(["-decoder", "lstm", *flags])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
