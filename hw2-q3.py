@@ -32,7 +32,8 @@ import utils
 from ljspeech import (AUDIO_TIME, Clip, ClipBatches, FeatureBank, FeatureCache, LJSpeech, LogMel,
                       SpeechDataset, TokenVectorizer)
 from q3_model import SpeechToText
-from utils import (Timer, add_common_args, configure_seed, fail, plot_lines, save_checkpoint,
+from utils import (Timer, add_common_args, configure_seed, ensure_writable, exclusive, fail,
+                   non_negative_int, plot_lines, positive_float, positive_int, save_checkpoint,
                    write_results)
 
 SIMILARITIES = {
@@ -485,7 +486,9 @@ def plot_both_decoders(args) -> None:
     for decoder in ("lstm", "transformer"):
         path = utils.RESULTS_DIR / f"{run_name(args, decoder)}.json"
         if path.exists():
-            records[decoder] = json.loads(path.read_text())["results"]["history"]
+            history = json.loads(path.read_text())["results"]["history"]
+            if all("update" in h for h in history):  # not a results file of an older layout
+                records[decoder] = history
     if len(records) < 2:
         return
     stem = run_name(args, "both")
@@ -510,28 +513,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("-decoder", choices=["lstm", "transformer"], required=True,
                         help="lstm: Q3.1, TextDecoderRecurrent; transformer: Q3.2, "
                              "TextDecoderTransformer")
-    parser.add_argument("-epochs", type=int, default=15, help="default: %(default)s")
-    parser.add_argument("-lr", type=float, default=1e-3, help="AdamW peak learning rate")
-    parser.add_argument("-batch_size", type=int, default=64, help="training batch size")
-    parser.add_argument("-eval_batch_size", type=int, default=16)
-    parser.add_argument("-encoder_layers", type=int, default=2,
+    parser.add_argument("-epochs", type=positive_int, default=15, help="default: %(default)s")
+    parser.add_argument("-lr", type=positive_float, default=1e-3,
+                        help="AdamW peak learning rate")
+    parser.add_argument("-batch_size", type=positive_int, default=64, help="training batch size")
+    parser.add_argument("-eval_batch_size", type=positive_int, default=16)
+    parser.add_argument("-encoder_layers", type=positive_int, default=2,
                         help="encoder blocks (default 2 as in the handed-out config; the "
                              "statement's appendix says 4)")
     parser.add_argument("-statement_norm", action="store_true",
                         help="residual sub-blocks as the statement's appendix writes them, "
                              "LN(x + Module(LN(x))) (default: the handed-out x + Module(LN(x)))")
-    parser.add_argument("-hidden_dim", type=int, default=200, help=argparse.SUPPRESS)
-    parser.add_argument("-ff_dim", type=int, default=400, help=argparse.SUPPRESS)
+    parser.add_argument("-hidden_dim", type=positive_int, default=200, help=argparse.SUPPRESS)
+    parser.add_argument("-ff_dim", type=positive_int, default=400, help=argparse.SUPPRESS)
     parser.add_argument("-schedule", choices=["epoch", "update"], default="epoch",
                         help="epoch: the handed-out warm-up / decay stepped once per epoch "
                              "(15%% of the epochs warm up: none with 6 epochs or fewer); "
                              "update: the same shape stepped after every update")
-    parser.add_argument("-warmup_updates", type=int, default=None,
+    parser.add_argument("-warmup_updates", type=non_negative_int, default=None,
                         help="with -schedule update: warm-up length (default: 15%% of the "
                              "updates)")
-    parser.add_argument("-train_clips", type=int, default=None,
+    parser.add_argument("-train_clips", type=positive_int, default=None,
                         help="use only the first N training clips (smoke runs)")
-    parser.add_argument("-eval_clips", type=int, default=None,
+    parser.add_argument("-eval_clips", type=positive_int, default=None,
                         help="use only the first N validation and test clips")
     parser.add_argument("-fast", action="store_true",
                         help="batches of clips of similar length, each padded to its longest "
@@ -542,7 +546,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("-curriculum", action="store_true",
                         help="with -fast: the first epoch goes from the shortest clips to the "
                              "longest")
-    parser.add_argument("-eval_every", type=int, default=0,
+    parser.add_argument("-eval_every", type=non_negative_int, default=0,
                         help="also validate (and checkpoint) every N updates (default: at the "
                              "end of each epoch only)")
     parser.add_argument("-amp", action="store_true",
@@ -551,7 +555,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="LJ-layout folder of genuine recordings scored separately "
                              "(default: LJSpeech-1.1 in $HW2_DATA_DIR when it is not the "
                              "training corpus)")
-    parser.add_argument("-workers", type=int, default=2,
+    parser.add_argument("-workers", type=non_negative_int, default=2,
                         help="processes that compute the features (once; they are then held "
                              "in memory)")
     parser.add_argument("-cache_dir", default="data/feature_cache",
@@ -571,16 +575,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("-no_progress", action="store_true", help="no progress bars")
     add_common_args(parser, threads=True)
     args = parser.parse_args(argv)
-    counts = {"-epochs": args.epochs, "-batch_size": args.batch_size,
-              "-eval_batch_size": args.eval_batch_size, "-encoder_layers": args.encoder_layers,
-              "-train_clips": args.train_clips or 1, "-eval_clips": args.eval_clips or 1}
-    for flag, value in counts.items():
-        if value < 1:
-            parser.error(f"{flag} must be at least 1 (got {value})")
-    if not (np.isfinite(args.lr) and args.lr > 0):
-        parser.error(f"-lr must be a positive number (got {args.lr})")
-    if args.eval_every < 0 or args.workers < 0 or (args.warmup_updates or 0) < 0:
-        parser.error("-eval_every, -workers and -warmup_updates cannot be negative")
     if args.tag and not args.tag.replace("-", "").isalnum():
         parser.error(f"-tag must be letters, digits and '-' (got {args.tag!r})")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -593,7 +587,11 @@ def main(argv=None) -> None:
     utils.apply_common_args(args)
     name = run_name(args)
     if not args.analysis_only:
-        with Timer() as wall:
+        for folder, flag in ((utils.RESULTS_DIR, "-out_dir"), (utils.PLOTS_DIR, "-out_dir"),
+                             (checkpoint_path(args).parent, "-checkpoint_dir")):
+            ensure_writable(folder, flag)
+        with Timer() as wall, exclusive(checkpoint_path(args).with_suffix(".lock"),
+                                        f"the {name} run"):
             results, model, corpus = run(args)
         data = results.pop("data")
         path = write_results(name, results, config=vars(args), seed=args.seed, data=data,

@@ -197,7 +197,10 @@ class FeatureCache:
         """(n_mels, frames) float32 for this wav, from the cache or computed and stored."""
         path = self.path(wav)
         if path.exists():
-            return torch.from_numpy(np.load(path))
+            try:
+                return torch.from_numpy(np.load(path))
+            except (ValueError, OSError, EOFError):  # a damaged cache file: computed again
+                path.unlink(missing_ok=True)
         features = self.transform(read_wav(wav))
         self.dir.mkdir(parents=True, exist_ok=True)
         for stale in self.dir.glob(f"{wav.stem}-*.npy"):

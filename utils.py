@@ -84,6 +84,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """Counts where 0 means none: -workers, -eval_every, ..."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0 (got {text})")
+    return value
+
+
 def positive_float(text: str) -> float:
     """Finite and > 0: learning rates."""
     value = float(text)

@@ -83,6 +83,9 @@ def test_cache_reuses_and_invalidates(tmp_path):
     write_corpus(root, ["LJ1|a|a"], ["LJ1"], seconds=0.7)  # new audio: new key, recomputed
     second = cache.features(wav)
     assert second.shape[1] > first.shape[1] and len(list(cache.dir.glob("LJ1-*.npy"))) == 1
+    (stored,) = cache.dir.glob("LJ1-*.npy")
+    stored.write_bytes(stored.read_bytes()[:100])  # truncated: recomputed, not a traceback
+    torch.testing.assert_close(cache.features(wav), second)
     other = lj.FeatureCache(tmp_path / "cache", lj.LogMel(lj.MelSettings(n_mels=40)))
     assert other.dir != cache.dir and other.features(wav).shape[0] == 40
 

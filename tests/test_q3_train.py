@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import ljspeech as lj
+import utils
 from conftest import load_script, write_corpus
 from q3_model import SpeechToText
 
@@ -210,12 +211,23 @@ def test_a_diverging_run_fails_without_writing_results(tiny_corpus, tmp_path, mo
 
 
 @pytest.mark.parametrize("flags,message", [
-    (["-lr", "nan"], "-lr must be a positive number"), (["-lr", "0"], "-lr must be a positive"),
-    (["-epochs", "0"], "-epochs must be at least 1"),
-    (["-encoder_layers", "0"], "-encoder_layers must be at least 1"),
-    (["-train_clips", "-3"], "-train_clips must be at least 1"),
-    (["-workers", "-1"], "cannot be negative"), (["-tag", "a/b"], "-tag must be letters")])
+    (["-lr", "nan"], "-lr: must be a finite number > 0"), (["-lr", "0"], "-lr: must be a finite"),
+    (["-epochs", "0"], "-epochs: must be a positive integer"),
+    (["-encoder_layers", "0"], "-encoder_layers: must be a positive integer"),
+    (["-train_clips", "-3"], "-train_clips: must be a positive integer"),
+    (["-workers", "-1"], "-workers: must be an integer >= 0"),
+    (["-threads", "-3"], "-threads: must be a positive integer"),
+    (["-tag", "a/b"], "-tag must be letters")])
 def test_bad_flags_are_one_line_errors(flags, message, capsys):
     with pytest.raises(SystemExit) as stop:
         q3.parse_args(["-decoder", "lstm", *flags])
     assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_second_identical_run_stops_at_the_lock(tiny_corpus, tmp_path):
+    args = q3.parse_args(cli(tiny_corpus, tmp_path, "x", "-checkpoint_dir", str(tmp_path / "ck")))
+    with utils.exclusive(q3.checkpoint_path(args).with_suffix(".lock"), "a run"):
+        with pytest.raises(SystemExit, match="already writing the q3-transformer run"):
+            q3.main(cli(tiny_corpus, tmp_path, "x", "-epochs", "1",
+                        "-checkpoint_dir", str(tmp_path / "ck")))
+    assert not (tmp_path / "x" / "report" / "results" / "q3-transformer.json").exists()
