@@ -232,3 +232,23 @@ def test_download_offline_fails_in_one_line(tmp_path):
                            str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "use --tts" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("flags,message", [(["--limit", "-1"], "--limit must be at least 1"),
+                                           (["--processes", "0"], "--processes must be at least")])
+def test_download_bad_counts_are_usage_errors(flags, message, capsys):
+    dl = load_script("download_ljspeech.py")
+    with pytest.raises(SystemExit) as stop:
+        dl.parse_args(["--tts", *flags])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_failing_synthesiser_says_why_in_one_line():
+    """Its stderr's first line reaches the message (it used to be swallowed)."""
+    dl = load_script("download_ljspeech.py")
+    failing = [sys.executable, "-c", "import sys; sys.stderr.write('no voice xyz\\nmore'); "
+               "sys.exit(3)"]
+    with pytest.raises(dl.SynthesiserError, match=r"failed: no voice xyz$"):
+        dl.run_synthesiser(failing)
+    with pytest.raises(dl.SynthesiserError, match="no-such-synthesiser failed"):
+        dl.run_synthesiser(["no-such-synthesiser"])

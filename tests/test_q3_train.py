@@ -231,3 +231,16 @@ def test_a_second_identical_run_stops_at_the_lock(tiny_corpus, tmp_path):
             q3.main(cli(tiny_corpus, tmp_path, "x", "-epochs", "1",
                         "-checkpoint_dir", str(tmp_path / "ck")))
     assert not (tmp_path / "x" / "report" / "results" / "q3-transformer.json").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_device_cuda_without_a_gpu_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as stop:
+        q3.parse_args(["-decoder", "lstm", "-device", "cuda"])
+    assert stop.value.code == 2 and "no CUDA GPU is available" in capsys.readouterr().err
+
+
+def test_an_unwritable_output_folder_stops_before_training(tiny_corpus, tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(SystemExit, match="is not a writable folder"):
+        q3.main(cli(tiny_corpus, tmp_path, "file/out", "-epochs", "1"))
