@@ -7,13 +7,15 @@ warm-up from 1e-2 x lr over the first 15% of the epochs, then linear decay to 1e
 teacher forcing with label-smoothed cross-entropy over all 98 target positions, greedy
 decoding of 98 steps, and the three string similarities of the handed-out code (textdistance
 jaccard / cosine / Damerau-Levenshtein on token-id lists cut at the stop token) plus word and
-character error rates (jiwer). -fast pads each batch to its longest clip with key-padding masks
-and decodes with a key/value cache (faithful by default: every clip padded to 2754 frames).
+character error rates (jiwer). -fast draws batches of clips of similar length, pads each to its
+longest clip with key-padding masks and decodes with a key/value cache (faithful by default:
+shuffled batches, every clip padded to 2754 frames); -schedule update steps the same
+learning-rate shape after every update.
 
 Writes report/results/q3-<decoder>.json, its test log, plots/q3-<decoder>-*.{png,pdf}, and
 q3-<decoder>-analysis.json (Q3.3 attention maps, Q3.4 similarity counts on the first test
-clips); a checkpoint after every epoch lets -resume continue an interrupted run to the same
-result.
+clips); a checkpoint at every validation lets -resume continue an interrupted run of the same
+configuration to the same result.
 """
 from __future__ import annotations
 
@@ -118,16 +120,19 @@ def autocast(args):
                           enabled=args.amp)
 
 
-def frames_for(args) -> int | None:
-    """Padding of a batch: its longest clip with -fast, else the handed-out 2754 frames."""
-    return None if args.fast else AUDIO_TIME
+def model_batch(bank: FeatureBank, indices, args):
+    """Audio, tokens and the lengths the model masks with: with -fast, padded to the batch's
+    longest clip and masked; else padded to the handed-out 2754 frames, lengths None (no
+    masks, as handed out)."""
+    audio, text, lengths = bank.batch(indices, None if args.fast else AUDIO_TIME)
+    return audio, text, lengths if args.fast else None
 
 
 def train_step(model, bank: FeatureBank, indices, optimizer, args) -> torch.Tensor:
     """One update on the clips at `indices`; returns the loss (not synchronised)."""
-    audio, text, lengths = bank.batch(indices, frames_for(args))
+    audio, text, lengths = model_batch(bank, indices, args)
     with autocast(args):
-        logits = model(audio, text[:, :-1], lengths if args.fast else None)
+        logits = model(audio, text[:, :-1], lengths)
     loss = teacher_forced_loss(logits, text)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -147,9 +152,9 @@ def evaluate(model, bank: FeatureBank, vectorizer, args, desc="eval"
         batches = list(torch.arange(len(bank)).split(args.eval_batch_size))
     sums, losses, pairs = dict.fromkeys(SIMILARITIES, 0.0), [], {}
     for indices in tqdm(batches, leave=False, disable=args.no_progress, desc=desc):
-        audio, text, lengths = bank.batch(indices, frames_for(args))
+        audio, text, lengths = model_batch(bank, indices, args)
         with autocast(args):
-            latent, padding = model.encode(audio, lengths if args.fast else None)
+            latent, padding = model.encode(audio, lengths)
             logits = model.decode(text[:, :-1], latent, padding)
             generated = model.greedy(latent, padding, use_cache=args.fast,
                                      stop_token=STOP if args.fast else None)
@@ -357,13 +362,13 @@ def analysis(model: SpeechToText, corpus: LJSpeech, args) -> dict:
     decoder only): how far back, in characters, each position looks on average.
     """
     bank = load_bank(corpus, corpus.split("test", ANALYSIS_CLIPS), args, "analysis features")
-    audio, text, lengths = bank.batch(torch.arange(len(bank)), frames_for(args))
+    audio, text, lengths = model_batch(bank, torch.arange(len(bank)), args)
     model.eval()
-    latent, padding = model.encode(audio, lengths if args.fast else None)
+    latent, padding = model.encode(audio, lengths)
     tokens = model.greedy(latent, padding, use_cache=True)
     maps = {k: v.mean(dim=1).cpu() for k, v in
             model.attention_maps(tokens[:, :-1], latent, padding).items()}  # heads averaged
-    frames = ((lengths.cpu() + 1) // 2).tolist()  # encoder frames that hold the clip (no padding)
+    frames = ((bank.lengths + 1) // 2).tolist()  # encoder frames that hold the clip (no padding)
     correlations, lookbacks, rows = [], [], tokens.tolist()
     for i, row in enumerate(rows):
         n = first_stop(row)  # query positions 0..n-1 write the characters 1..n

@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import utils  # noqa: E402
-from ljspeech import (AUDIO_TIME, ClipBatches, FeatureBank, FeatureCache, LJSpeech,  # noqa: E402
+from ljspeech import (ClipBatches, FeatureBank, FeatureCache, LJSpeech,  # noqa: E402
                       LogMel, SpeechDataset, TokenVectorizer)
 from q3_model import SpeechToText  # noqa: E402
 
@@ -48,24 +48,16 @@ def chosen_batches(lengths: torch.Tensor, batch_size: int, count: int, group: bo
 
 
 def time_training(model, bank: FeatureBank, batches, fast: bool, amp: bool) -> float:
-    """Seconds for one AdamW update per batch (after one untimed warm-up update)."""
+    """Seconds for one AdamW update per batch through hw2-q3.py's own training step (after
+    one untimed warm-up update)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    device = torch.device(bank.device)
-
-    def step(indices):
-        audio, text, lengths = bank.batch(indices, None if fast else AUDIO_TIME)
-        optimizer.zero_grad()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(audio, text[:, :-1], lengths if fast else None)
-        q3.teacher_forced_loss(logits, text).backward()
-        optimizer.step()
-
-    step(batches[0])
-    synchronize(device)
+    args = argparse.Namespace(fast=fast, amp=amp, device=bank.device)
+    q3.train_step(model, bank, batches[0], optimizer, args)
+    synchronize(torch.device(bank.device))
     start = time.perf_counter()
     for indices in batches:
-        step(indices)
-    synchronize(device)
+        q3.train_step(model, bank, indices, optimizer, args)
+    synchronize(torch.device(bank.device))
     return time.perf_counter() - start
 
 
