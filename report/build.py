@@ -174,36 +174,106 @@ def table_q3_test(res: Results) -> str:
                            "WER", "CER"], rows)
 
 
+Q3_GPU = {"q3-lstm-gpu": "LSTM (Q3.1), GPU", "q3-transformer-gpu": "attention (Q3.2), GPU"}
+Q3_PATHS = {"handed_out": "handed-out: shuffled, padded to 2,754 frames",
+            "fast": "`-fast` padding: shuffled, padded to the longest clip, masks",
+            "fast_grouped": "`-fast`: grouped by length",
+            "fast_grouped_bf16": "`-fast -amp`: grouped by length, bf16 autocast"}
+# The GPU forecasts of CPU recipes (report/results/q3-forecast-gpu-<name>-train-log.txt): each
+# ran hw2-q3.py -fast -batch_size 16 -schedule update -warmup_updates 100 -eval_every 306
+# -device cuda with these flags, six side by side on one GPU, stopped at the call's deadline.
+Q3_FORECASTS = {"t": ("attention (Q3.2)", "-epochs 7"),
+                "t-amp": ("attention (Q3.2)", "-epochs 7 -amp"),
+                "lc": ("LSTM (Q3.1)", "-epochs 7 -curriculum"),
+                "lc-amp": ("LSTM (Q3.1)", "-epochs 7 -curriculum -amp"),
+                "lc-lr2-amp": ("LSTM (Q3.1)", "-epochs 7 -curriculum -amp -lr 2e-3"),
+                "lc-10-amp": ("LSTM (Q3.1)", "-epochs 10 -curriculum -amp")}
+LOG_LINE = re.compile(r"^\[update (\d+), epoch ([\d.]+)\].*\bcer ([\d.]+)", re.M)
+
+
 def table_q3_speed(res: Results) -> str:
     """Training clips/s of each decoder and path (bench/q3_bench.py), with the speed-up over
     the handed-out path at the same thread count."""
     training = res.get("q3-bench", "results.training")
-    labels = {"handed_out": "handed-out: shuffled, padded to 2,754 frames",
-              "fast": "`-fast` padding: shuffled, padded to the longest clip, masks",
-              "fast_grouped": "`-fast`: grouped by length (committed)"}
     threads = list(training["lstm"]["handed_out"])
     rows = []
     for decoder, paths in training.items():
-        for path, label in labels.items():
+        for path, label in Q3_PATHS.items():
             rows.append([Q3_DECODERS[f"q3-{decoder}"], label] + [
                 f"{paths[path][t]:.1f} ({paths[path][t] / paths['handed_out'][t]:.1f}x)"
                 for t in threads])
     return markdown_table(["decoder", "path"] + [t.replace("_", " ") for t in threads], rows)
 
 
+def table_q3_speed_gpu(res: Results) -> str:
+    """The GPU bench, float32 and bf16 autocast (two runs of bench/q3_bench.py -device cuda:
+    q3-bench-gpu and q3-bench-gpu-amp), speed-ups over the float32 handed-out path."""
+    fp32, bf16 = (res.get(name, "results.training") for name in ("q3-bench-gpu",
+                                                                  "q3-bench-gpu-amp"))
+    rows = []
+    for decoder in fp32:
+        base = fp32[decoder]["handed_out"]["1_threads"]
+        rows += [[Q3_DECODERS[f"q3-{decoder}"], Q3_PATHS[path]] + [
+            f"{run[decoder][path]['1_threads']:,.0f} "
+            f"({run[decoder][path]['1_threads'] / base:.1f}x)" for run in (fp32, bf16)]
+            for path in ("handed_out", "fast", "fast_grouped")]
+    return markdown_table(["decoder", "path", "float32 clips/s", "bf16 autocast clips/s"], rows)
+
+
+def table_q3_gpu(res: Results) -> str:
+    """The statement's setting on a GPU: time and test results of each decoder."""
+    rows = []
+    for name, label in Q3_GPU.items():
+        r = res.get(name, "results")
+        corr = res.get(f"{name}-analysis",
+                       "results.attention.cross_peak_position_correlation_mean")
+        rows.append([label, f"{r['train_seconds']:.0f}",
+                     f"{r['train_seconds'] / res.get(name, 'config.epochs'):.1f}",
+                     f"{r['test']['loss']:.4f}",
+                     f"{r['test']['damerau-levenshtein_similarity']:.4f}",
+                     f"{r['test']['cer']:.4f}", f"{r['test']['wer']:.4f}", f"{corr:.2f}",
+                     f"{r['real_clips']['metrics']['cer']:.4f}"])
+    return markdown_table(["decoder", "15 epochs + validation (s)", "s per epoch", "test loss",
+                           "test D-L", "test CER", "test WER", "alignment correlation",
+                           "genuine recordings CER"], rows)
+
+
+def validation_curve(res: Results, log_name: str) -> list[tuple[int, float, float]]:
+    """(update, epoch, validation CER) at each validation of a hw2-q3.py training log."""
+    path = res.dir / f"{log_name}-train-log.txt"
+    if not path.exists():
+        raise BuildError(f"missing training log {path}")
+    return [(int(u), float(e), float(c)) for u, e, c in LOG_LINE.findall(path.read_text())]
+
+
+def table_q3_forecasts(res: Results) -> str:
+    """Validation CER of the CPU recipes trained on a GPU, at equal epochs."""
+    epochs = (2.0, 4.0, 5.0)
+    rows = []
+    for name, (decoder, flags) in Q3_FORECASTS.items():
+        curve = validation_curve(res, f"q3-forecast-gpu-{name}")
+        at = {epoch: cer for _, epoch, cer in curve}
+        rows.append([decoder, f"`{flags}`"] + [f"{at[e]:.3f}" if e in at else "" for e in epochs]
+                    + [f"{curve[-1][2]:.3f} ({curve[-1][1]:g})"])
+    return markdown_table(["decoder", "flags", "epoch 2", "epoch 4", "epoch 5",
+                           "last (epoch)"], rows)
+
+
 def table_q3_runs(res: Results) -> str:
     """Each Q3 run's setting, time and data, CPU and GPU."""
     rows = []
-    for name, label in {**Q3_DECODERS, "q3-transformer-gpu": "attention (Q3.2), GPU"}.items():
+    for name, label in {**Q3_DECODERS, **Q3_GPU}.items():
         config, results = res.get(name, "config"), res.get(name, "results")
         rows.append([label, results["device"], f"{config['epochs']}",
                      f"{config['batch_size']}", f"{results['updates']:,}",
-                     f"{config['schedule']}" + (", curriculum" if config["curriculum"] else ""),
+                     f"{config['lr']:g}, {config['schedule']}"
+                     + (", curriculum" if config["curriculum"] else ""),
+                     "bf16 autocast" if config["amp"] else "float32",
                      f"{results['train_seconds'] / 60:.1f}",
                      f"{res.get(name, 'wall_time_s') / 60:.1f}"])
     return markdown_table(["decoder", "device", "epochs", "batch", "updates",
-                           "learning-rate schedule", "training + validation (min)",
-                           "whole run (min)"], rows)
+                           "peak learning rate, schedule", "precision",
+                           "training + validation (min)", "whole run (min)"], rows)
 
 
 def table_q3_params(res: Results) -> str:
@@ -238,7 +308,7 @@ def table_glance(res: Results) -> str:
                      "(529-image subset / all 1,000)",
                      f"{q2[key]['test_acc']:.4f} / {q2[key]['test_acc_full']:.4f}",
                      "synthetic OCTMNIST stand-in"])
-    for name, label in {**Q3_DECODERS, "q3-transformer-gpu": "attention, GPU"}.items():
+    for name, label in {**Q3_DECODERS, **Q3_GPU}.items():
         test, config = res.get(name, "results.test"), res.get(name, "config")
         rows.append(["Q3", f"{label}: test Damerau-Levenshtein similarity / CER",
                      f"{test['damerau-levenshtein_similarity']:.4f} / {test['cer']:.4f}",
