@@ -2,11 +2,11 @@
 """Put LJ Speech 1.1 for Question 3 into <data_dir>/LJSpeech-1.1 (metadata.csv + wavs/).
 
   default  download the real corpus (2.6 GB) through torchaudio, as the handed-out code does;
-  --tts    offline: render every transcript of an LJ metadata.csv with the installed speech
+  -tts     offline: render every transcript of an LJ metadata.csv with the installed speech
            synthesisers (espeak-ng, flite) into the same layout and ids, so that everything
            downstream reads it exactly as it reads the real corpus.
 
-The synthetic corpus varies the speaker per clip, deterministically from --seed: espeak-ng
+The synthetic corpus varies the speaker per clip, deterministically from -seed: espeak-ng
 voices and variants and flite voices, speaking rate and pitch, light background noise; every
 clip is resampled to 22,050 Hz mono 16-bit. Clips whose genuine recording exists beside the
 source metadata (the real-speech check set) are not rendered, so no model trains on their text.
@@ -33,7 +33,7 @@ import torchaudio
 from tqdm import tqdm
 
 from ljspeech import SAMPLE_RATE, SPLITS, LJSpeech, parse_metadata
-from utils import DATA_DIR_ENV, Timer, fail, resolve_data_dir
+from utils import DATA_DIR_ENV, Timer, fail, positive_int, resolve_data_dir, seed_value
 
 FOLDER = "LJSpeech-1.1"
 MANIFEST = "tts_manifest.tsv"
@@ -167,31 +167,28 @@ def download(root: Path) -> None:
         torchaudio.datasets.LJSPEECH(str(root), download=True)
     except Exception as err:
         reason = " ".join(str(err).split())[:120]
-        raise fail(f"could not download LJ Speech ({reason}); offline, use --tts to render "
+        raise fail(f"could not download LJ Speech ({reason}); offline, use -tts to render "
                    "the corpus from a metadata.csv") from None
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Get LJ Speech 1.1 for Question 3: download it, or render an offline "
-                    "corpus in the same layout with speech synthesisers (--tts).")
+                    "corpus in the same layout with speech synthesisers (-tts).")
     parser.add_argument("-data_dir", default=None,
                         help=f"destination folder (default: ${DATA_DIR_ENV}, else ./data)")
-    parser.add_argument("--tts", action="store_true", help="render the offline corpus")
-    parser.add_argument("--metadata", type=Path, default=None,
+    parser.add_argument("-tts", action="store_true", help="render the offline corpus")
+    parser.add_argument("-metadata", type=Path, default=None,
                         help="LJ metadata.csv to render (default: LJSpeech-1.1/metadata.csv "
                              f"in ${DATA_DIR_ENV})")
-    parser.add_argument("--seed", type=int, default=42, help="speaker choices (default: 42)")
-    parser.add_argument("--limit", type=int, default=None,
+    parser.add_argument("-seed", type=seed_value, default=42,
+                        help="speaker choices (default: %(default)s)")
+    parser.add_argument("-limit", type=positive_int, default=None,
                         help="render only the first N clips of each split (smoke runs)")
-    parser.add_argument("--processes", type=int, default=None,
+    parser.add_argument("-processes", type=positive_int, default=None,
                         help="parallel workers (default: one per core)")
-    parser.add_argument("--no_progress", action="store_true")
-    args = parser.parse_args(argv)
-    for flag, value in (("--limit", args.limit), ("--processes", args.processes)):
-        if value is not None and value < 1:
-            parser.error(f"{flag} must be at least 1 (got {value})")
-    return args
+    parser.add_argument("-no_progress", action="store_true")
+    return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:

@@ -29,7 +29,7 @@ import torch
 
 import utils
 from utils import (REPO_DIR, Timer, add_common_args, configure_seed, fail, plot_lines,
-                   set_output_root, write_results)
+                   write_results)
 
 Tensor = torch.Tensor
 
@@ -217,7 +217,7 @@ def check_feature_maps(cases: list[tuple[int, int]], n_pairs: int) -> list[dict]
     return rows
 
 
-def exp_truncation_curves(term_counts: list[int]) -> dict:
+def exp_truncation_curves(term_counts: list[int], plots_dir: Path) -> dict:
     """Q1.2 figure: exp(t) against its truncations; where each truncation stays positive.
 
     A truncation with an even top degree (K odd) is positive for every t (its minimum is at
@@ -234,7 +234,7 @@ def exp_truncation_curves(term_counts: list[int]) -> dict:
         positivity.append({"K": n_terms, "top_degree": n_terms - 1,
                            "min_on_t_in_-50_50": minimum, "positive_everywhere": minimum > 0})
     plot_lines("q1-exp-approximation", curves, "t", "value",
-               title="exp(t) and its McLaurin truncations (K terms)")
+               title="exp(t) and its McLaurin truncations (K terms)", plots_dir=plots_dir)
     return {"positivity": positivity}
 
 
@@ -253,7 +253,8 @@ def check_attention_identities(length: int, d: int, n_terms: int) -> dict:
     return out
 
 
-def error_against_scale(length: int, d: int, term_counts: list[int], scales: np.ndarray) -> dict:
+def error_against_scale(length: int, d: int, term_counts: list[int], scales: np.ndarray,
+                        plots_dir: Path) -> dict:
     """Q1.3 figure: how far the approximation is from softmax attention as |q^T k| grows."""
     base = [torch.randn(length, d, dtype=torch.float64) for _ in range(3)]
     errors = {n: [] for n in term_counts}
@@ -269,14 +270,15 @@ def error_against_scale(length: int, d: int, term_counts: list[int], scales: np.
     plot_lines("q1-approx-error-vs-scale",
                {f"K={n}": (scales.tolist(), errors[n]) for n in term_counts},
                "std of q^T k", "max |Z_approx - Z_softmax|", logx=True, logy=True, marker="o",
-               title=f"Truncated-series attention vs softmax (L={length}, D={d})")
+               title=f"Truncated-series attention vs softmax (L={length}, D={d})",
+               plots_dir=plots_dir)
     return {"L": length, "D": d, "scales": scales.tolist(),
             "max_abs_err": {str(n): errors[n] for n in term_counts},
             "fraction_negative_weights": {str(n): negative[n] for n in term_counts}}
 
 
 def time_over_length(lengths: list[int], d: int, n_terms: int, repeats: int,
-                     fit_from: int) -> dict:
+                     fit_from: int, plots_dir: Path) -> dict:
     """Q1.1 and Q1.4: softmax attention vs the linear form (compact map) over L, float32.
 
     The slopes are fitted over L >= fit_from only: below it, fixed per-call costs (small L)
@@ -304,7 +306,7 @@ def time_over_length(lengths: list[int], d: int, n_terms: int, repeats: int,
                {"softmax attention  O(L^2 D)": (lengths, t_soft),
                 f"linear form, compact map (M={m})  O(L M D)": (lengths, t_lin)},
                "sequence length L", "seconds (best of repeats)", logx=True, logy=True, marker="o",
-               title=f"Attention time on CPU, D={d}, K={n_terms}")
+               title=f"Attention time on CPU, D={d}, K={n_terms}", plots_dir=plots_dir)
     return {
         "D": d, "K": n_terms, "M": m, "lengths": lengths, "repeats": repeats,
         "seconds_softmax": t_soft, "seconds_linear": t_lin,
@@ -364,7 +366,8 @@ def check_timing_memory(length: int, d: int, n_terms: int) -> None:
                    "-K or -D")
 
 
-def time_over_feature_size(length: int, configs: list[tuple[int, int]], repeats: int) -> dict:
+def time_over_feature_size(length: int, configs: list[tuple[int, int]], repeats: int,
+                           plots_dir: Path) -> dict:
     """Q1.4: at fixed L the linear form costs O(L M D); time it for several (D, K)."""
     rows = []
     for d, n_terms in configs:
@@ -382,7 +385,7 @@ def time_over_feature_size(length: int, configs: list[tuple[int, int]], repeats:
         by_k[r["K"]][1].append(r["seconds"])
     plot_lines("q1-linear-cost-vs-MD", {f"K={k} (D varies)": xy for k, xy in sorted(by_k.items())},
                "M x D", "seconds (best of repeats)", logx=True, logy=True, marker="o",
-               title=f"Linear form at L={length}: cost grows with M D")
+               title=f"Linear form at L={length}: cost grows with M D", plots_dir=plots_dir)
     return {"L": length, "rows": rows, "slope_vs_MD": slope}
 
 
@@ -398,22 +401,22 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "as in the statement)")
     parser.add_argument("-repeats", type=int, default=5,
                         help="timing repeats, the best is kept (default: %(default)s)")
-    parser.add_argument("--quick", "-quick", action="store_true",
+    parser.add_argument("-quick", action="store_true",
                         help="small sizes for a smoke run (under 20 s); timings less reliable; "
                              "writes under quick_runs/ unless -out_dir is given")
     args = parser.parse_args(argv)
     if args.D < 1 or args.K < 2 or args.repeats < 1:
         parser.error("need -D >= 1, -K >= 2 and -repeats >= 1")
+    if args.quick and not args.out_dir:
+        args.out_dir = str(REPO_DIR / "quick_runs")
     return args
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    out = utils.apply_common_args(args)
     configure_seed(args.seed)
-    if args.out_dir or args.quick:
-        set_output_root(args.out_dir or REPO_DIR / "quick_runs")
-    for folder in (utils.PLOTS_DIR, utils.RESULTS_DIR):  # before the work, not after
-        utils.ensure_writable(folder, "-out_dir")
+    out.ensure_writable()  # before the work, not after
     with Timer() as wall:
         if args.quick:
             lengths, repeats, feature_len = [128, 256, 512, 1024, 2048], min(args.repeats, 2), 512
@@ -434,17 +437,17 @@ def main(argv=None) -> None:
         feature_map_worst = max(r["max_abs_err"] for r in feature_map)
         print(f"Q1.2 feature maps: worst |phi(q)^T phi(k) - series| = "
               f"{feature_map_worst:.2e} over {len(cases)} (D, K)")
-        exp_fit = exp_truncation_curves([2, 3, 4, 5, 6])
+        exp_fit = exp_truncation_curves([2, 3, 4, 5, 6], out.plots)
         identities = check_attention_identities(length=64, d=8, n_terms=3)
         print(f"Q1.3 D^-1 Phi Phi^T V vs series attention: "
               f"{identities['quadratic_vs_series_max_abs_err_compact']:.2e}")
-        scale = error_against_scale(64, 16, [2, 3, 4, 5], np.logspace(-2, 1, 13))
-        timing = time_over_length(lengths, args.D, args.K, repeats, fit_from)
+        scale = error_against_scale(64, 16, [2, 3, 4, 5], np.logspace(-2, 1, 13), out.plots)
+        timing = time_over_length(lengths, args.D, args.K, repeats, fit_from, out.plots)
         low, high = timing["slope_fit_range"]
         print(f"Q1.1 softmax slope {timing['slope_softmax']:.2f}; Q1.4 linear slope "
               f"{timing['slope_linear']:.2f} (L {low}-{high}); "
               f"crossover L ~ {timing['crossover_L']}")
-        feature_cost = time_over_feature_size(feature_len, size_configs, repeats)
+        feature_cost = time_over_feature_size(feature_len, size_configs, repeats, out.plots)
         print(f"Q1.4 linear-form time vs M*D: slope {feature_cost['slope_vs_MD']:.2f}")
     results = {
         "slope_softmax": timing["slope_softmax"],
@@ -464,7 +467,7 @@ def main(argv=None) -> None:
     }
     path = write_results("q1", results, config=vars(args),
                          seed=args.seed, data="random Gaussian matrices (no data set)",
-                         wall_time_s=wall.seconds)
+                         wall_time_s=wall.seconds, results_dir=out.results)
     print(f"wrote {path} ({wall.seconds:.1f} s)")
 
 

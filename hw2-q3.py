@@ -43,7 +43,7 @@ SIMILARITIES = {
     "cosine_similarity": textdistance.cosine.normalized_similarity,
     "damerau-levenshtein_similarity": textdistance.damerau_levenshtein.normalized_similarity,
 }
-STOP = 1
+STOP = TokenVectorizer().stop
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,7 +122,7 @@ def autocast(args):
 
 def model_batch(bank: FeatureBank, indices, args):
     """Audio, tokens and the lengths the model masks with: with -fast, padded to the batch's
-    longest clip and masked; else padded to the handed-out 2754 frames, lengths None (no
+    longest clip and masked; else padded to the handed-out AUDIO_TIME frames, lengths None (no
     masks, as handed out)."""
     audio, text, lengths = bank.batch(indices, None if args.fast else AUDIO_TIME)
     return audio, text, lengths if args.fast else None
@@ -242,7 +242,7 @@ def resume_state(args, identity: dict, model, optimizer, scheduler) -> dict:
     return saved
 
 
-def run(args) -> tuple[dict, SpeechToText, LJSpeech]:
+def run(args, out: utils.Outputs) -> tuple[dict, SpeechToText, LJSpeech]:
     """Train (or resume), validating at the end of every epoch and every -eval_every updates,
     then test: (results, model, corpus)."""
     configure_seed(args.seed)
@@ -278,7 +278,7 @@ def run(args) -> tuple[dict, SpeechToText, LJSpeech]:
                 train_loss = float(torch.stack(losses).mean())
                 if not np.isfinite(train_loss):
                     raise fail(f"training diverged: loss {train_loss} at update "
-                               f"{state['update']} (epoch {epoch + 1}); lower -lr")
+                               f"{state['update']} (epoch {epoch + 1}); lower -learning_rate")
                 val, pairs = evaluate(model, validation, vectorizer, args, "validation")
                 state = checkpoint_after(state, model, optimizer, scheduler, args, {
                     "update": state["update"], "epoch": state["update"] / per_epoch,
@@ -304,7 +304,7 @@ def run(args) -> tuple[dict, SpeechToText, LJSpeech]:
         results["real_clips"] = {"root": str(real_corpus.root), "clips": len(real_clips),
                                  "metrics": real, "examples": real_pairs[:10]}
         test_pairs = test_pairs + [("[genuine] " + t, p) for t, p in real_pairs]
-    results["test_log"] = write_test_log(run_name(args), test_pairs)
+    results["test_log"] = write_test_log(run_name(args), test_pairs, out.results)
     print("test: " + json.dumps({k: round(v, 4) for k, v in test.items()}))
     return results, model, corpus
 
@@ -351,7 +351,7 @@ def first_stop(row: list[int]) -> int:
     return row.index(STOP, 1) if STOP in row[1:] else len(row) - 1
 
 
-def analysis(model: SpeechToText, corpus: LJSpeech, args) -> dict:
+def analysis(model: SpeechToText, corpus: LJSpeech, args, out: utils.Outputs) -> dict:
     """Decode the first ANALYSIS_CLIPS test clips greedily, record the decoder's attention
     while it re-reads its own transcript, summarise it and draw the shortest clip's maps;
     take the three similarities of that clip apart (Q3.4's worked example).
@@ -380,7 +380,7 @@ def analysis(model: SpeechToText, corpus: LJSpeech, args) -> dict:
             lookbacks.append(float((maps["self"][i, :n, :n] * distance.clamp(min=0)).sum() / n))
     shortest = int(np.argmin(frames))
     plot_attention(run_name(args), args.decoder, maps, rows[shortest], frames[shortest],
-                   shortest)
+                   shortest, out.plots)
     attention = {"clips": len(rows), "cross_peak_position_correlation_mean":
                  float(np.mean(correlations)) if correlations else None,
                  "clips_with_a_correlation": len(correlations),
@@ -422,7 +422,7 @@ def similarity_anatomy(targets: list[list[int]], generated: list[list[int]],
 
 
 def plot_attention(name: str, decoder: str, maps: dict, row: list[int], frames: int,
-                   index: int) -> None:
+                   index: int, plots_dir: Path) -> None:
     import matplotlib.pyplot as plt
     n = first_stop(row)
     chars = [c if c != " " else "␣" for c in TokenVectorizer().decode(row[1:n + 1])]
@@ -439,7 +439,7 @@ def plot_attention(name: str, decoder: str, maps: dict, row: list[int], frames: 
             ax.set_xticks(range(n), ["<"] + chars[:-1], fontsize=5)
         ax.set(title=f"{decoder} decoder: {title}", xlabel=xlabel,
                ylabel="character written (greedy decoding)")
-    utils.save_figure(fig, f"{name}-attention")
+    utils.save_figure(fig, f"{name}-attention", plots_dir)
 
 
 def is_tts(corpus: LJSpeech) -> bool:
@@ -462,34 +462,36 @@ def run_name(args, decoder: str | None = None) -> str:
     return f"q3-{decoder or args.decoder}" + (f"-{args.tag}" if args.tag else "")
 
 
-def write_test_log(name: str, pairs: list[tuple[str, str]]) -> str:
-    path = utils.RESULTS_DIR / f"{name}-test-log.txt"
+def write_test_log(name: str, pairs: list[tuple[str, str]], results_dir: Path) -> str:
+    path = results_dir / f"{name}-test-log.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(f"target: {t}\npred:   {p}\n\n" for t, p in pairs))
-    return str(path.relative_to(utils.RESULTS_DIR.parent.parent)
-               if utils.RESULTS_DIR.is_relative_to(utils.REPO_DIR) else path)
+    return str(path.relative_to(results_dir.parent.parent)
+               if results_dir.is_relative_to(utils.REPO_DIR) else path)
 
 
-def plot_history(name: str, decoder: str, history: list[dict]) -> None:
+def plot_history(name: str, decoder: str, history: list[dict], plots_dir: Path) -> None:
     """Loss, similarities and error rates on the validation split against training epochs."""
     epochs = [h["epoch"] for h in history]
     plot_lines(f"{name}-loss", {
         "train (mean since the previous point)": (epochs, [h["train_loss"] for h in history]),
         "validation": (epochs, [h["validation"]["loss"] for h in history])},
-        "Epoch", "Loss", title=f"{decoder} decoder: loss")
+        "Epoch", "Loss", title=f"{decoder} decoder: loss", plots_dir=plots_dir)
     plot_lines(f"{name}-similarities", {
         n: (epochs, [h["validation"][n] for h in history]) for n in SIMILARITIES},
-        "Epoch", "Validation similarity", title=f"{decoder} decoder: string similarities")
+        "Epoch", "Validation similarity", title=f"{decoder} decoder: string similarities",
+        plots_dir=plots_dir)
     plot_lines(f"{name}-error-rates", {
         n.upper(): (epochs, [h["validation"][n] for h in history]) for n in ("wer", "cer")},
-        "Epoch", "Validation error rate", title=f"{decoder} decoder: WER and CER")
+        "Epoch", "Validation error rate", title=f"{decoder} decoder: WER and CER",
+        plots_dir=plots_dir)
 
 
-def plot_both_decoders(args) -> None:
+def plot_both_decoders(args, out: utils.Outputs) -> None:
     """Both decoders' validation curves against training updates, once both have run."""
     records = {}
     for decoder in ("lstm", "transformer"):
-        path = utils.RESULTS_DIR / f"{run_name(args, decoder)}.json"
+        path = out.results / f"{run_name(args, decoder)}.json"
         if path.exists():
             history = json.loads(path.read_text())["results"]["history"]
             if all("update" in h for h in history):  # not a results file of an older layout
@@ -502,12 +504,13 @@ def plot_both_decoders(args) -> None:
             f"{decoder} decoder": ([h["update"] for h in history],
                                    [h["validation"][metric] for h in history])
             for decoder, history in records.items()},
-            "Training updates", label, title="LSTM vs attention decoder")
+            "Training updates", label, title="LSTM vs attention decoder", plots_dir=out.plots)
     plot_lines(f"{stem}-similarities", {
         f"{decoder}, {name.split('_')[0]}": ([h["update"] for h in history],
                                              [h["validation"][name] for h in history])
         for decoder, history in records.items() for name in SIMILARITIES},
-        "Training updates", "Validation similarity", title="LSTM vs attention decoder")
+        "Training updates", "Validation similarity", title="LSTM vs attention decoder",
+        plots_dir=out.plots)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -519,8 +522,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="lstm: Q3.1, TextDecoderRecurrent; transformer: Q3.2, "
                              "TextDecoderTransformer")
     parser.add_argument("-epochs", type=positive_int, default=15, help="default: %(default)s")
-    parser.add_argument("-lr", type=positive_float, default=1e-3,
-                        help="AdamW peak learning rate")
+    parser.add_argument("-learning_rate", "-lr", dest="lr", type=positive_float, default=1e-3,
+                        help="AdamW peak learning rate (default: %(default)s; -lr: the earlier "
+                             "spelling, kept for the commands of the committed runs)")
     parser.add_argument("-batch_size", type=positive_int, default=64, help="training batch size")
     parser.add_argument("-eval_batch_size", type=positive_int, default=16)
     parser.add_argument("-encoder_layers", type=positive_int, default=2,
@@ -546,7 +550,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="batches of clips of similar length, each padded to its longest "
                              "clip with key-padding masks; decoding with a key/value cache "
                              "that stops once every clip has emitted the stop token (default: "
-                             "handed-out shuffled batches padded to 2754 frames, prefix "
+                             f"handed-out shuffled batches padded to {AUDIO_TIME} frames, prefix "
                              "recomputation, all 98 steps)")
     parser.add_argument("-curriculum", action="store_true",
                         help="with -fast: the first epoch goes from the shortest clips to the "
@@ -590,28 +594,27 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    utils.apply_common_args(args)
+    out = utils.apply_common_args(args)
     name = run_name(args)
     if not args.analysis_only:
-        for folder, flag in ((utils.RESULTS_DIR, "-out_dir"), (utils.PLOTS_DIR, "-out_dir"),
-                             (checkpoint_path(args).parent, "-checkpoint_dir")):
-            ensure_writable(folder, flag)
+        out.ensure_writable()
+        ensure_writable(checkpoint_path(args).parent, "-checkpoint_dir")
         with Timer() as wall, exclusive(checkpoint_path(args).with_suffix(".lock"),
                                         f"the {name} run"):
-            results, model, corpus = run(args)
+            results, model, corpus = run(args, out)
         data = results.pop("data")
         path = write_results(name, results, config=vars(args), seed=args.seed, data=data,
-                             wall_time_s=wall.seconds)
-        plot_history(name, args.decoder, results["history"])
-        plot_both_decoders(args)
+                             wall_time_s=wall.seconds, results_dir=out.results)
+        plot_history(name, args.decoder, results["history"], out.plots)
+        plot_both_decoders(args, out)
         print(f"wrote {path} ({wall.seconds:.0f} s)")
     else:
         model, corpus = restore_model(args), open_corpus(args)
     with Timer() as wall:
-        summary = analysis(model, corpus, args)
+        summary = analysis(model, corpus, args, out)
     path = write_results(f"{name}-analysis", summary, config=vars(args), seed=args.seed,
                          data={"corpus": corpus.describe(), "synthetic_speech": is_tts(corpus)},
-                         wall_time_s=wall.seconds)
+                         wall_time_s=wall.seconds, results_dir=out.results)
     print(f"wrote {path}")
 
 

@@ -1,6 +1,6 @@
 """Question 3 data: LJ Speech 1.1 in its own layout, the handed-out features, and batching.
 
-One code path reads the real corpus and the offline one (download_ljspeech.py --tts writes the
+One code path reads the real corpus and the offline one (download_ljspeech.py -tts writes the
 same layout): `<root>/LJSpeech-1.1/metadata.csv` (id|text|normalized text) and `wavs/<id>.wav`.
 
 * `parse_metadata` reads the pipe-separated file exactly (quotes are text, not CSV quoting);

@@ -1,6 +1,6 @@
 """A procedural stand-in for OCTMNIST: 28x28 retinal OCT B-scans in four classes.
 
-OCTMNIST cannot be downloaded offline, so `download_octmnist.py --synthetic` writes this data
+OCTMNIST cannot be downloaded offline, so `download_octmnist.py -synthetic` writes this data
 set with exactly OCTMNIST's schema (keys, split sizes, uint8 images, (N, 1) labels, class
 proportions). Each image is rendered from a small geometric model of a B-scan:
 

@@ -16,6 +16,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ljspeech import AUDIO_TIME
+
+ENCODER_TIME = AUDIO_TIME // 2  # the embedding's stride-2 convolution halves the frames
+
 Tensor = torch.Tensor
 
 
@@ -151,7 +155,7 @@ class SpeechEmbedding(nn.Module):
 
 
 class AudioEncoderTransformer(nn.Module):
-    def __init__(self, n_layers: int = 2, freq_dim: int = 80, time_dim: int = 1377,
+    def __init__(self, n_layers: int = 2, freq_dim: int = 80, time_dim: int = ENCODER_TIME,
                  hidden_dim: int = 200, n_heads: int = 2, feed_fwd_dim: int = 400,
                  statement_norm: bool = False, **kwargs):
         super().__init__()
@@ -238,7 +242,7 @@ class SpeechToText(nn.Module):
                  statement_norm: bool = False):
         super().__init__()
         self.max_text_len, self.decoder_type = max_text_len, decoder
-        self._enc = AudioEncoderTransformer(encoder_layers, n_mels, 1377, hidden_dim, n_heads,
+        self._enc = AudioEncoderTransformer(encoder_layers, n_mels, ENCODER_TIME, hidden_dim, n_heads,
                                             feed_fwd_dim, statement_norm)
         kwargs = dict(freq_dim=n_vocab, time_dim=max_text_len, hidden_dim=hidden_dim,
                       n_heads=n_heads, feed_fwd_dim=feed_fwd_dim, statement_norm=statement_norm)

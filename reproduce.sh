@@ -5,13 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")"
 python hw2-q1.py
 [ -f data/octmnist.npz ] || python download_octmnist.py -data_dir data \
-  || python download_octmnist.py -data_dir data --synthetic
+  || python download_octmnist.py -data_dir data -synthetic
 python hw2-q2.py -data_dir data -sweep -resume -jobs 2
 python bench/q2_bench.py  # the loop's speed-up and agreement, quoted in the report
 # Q3: the real corpus, else the offline synthetic one (needs espeak-ng and flite); the genuine
 # recordings in $HW2_DATA_DIR/LJSpeech-1.1, if any, are scored apart
 [ -f data/LJSpeech-1.1/metadata.csv ] || python download_ljspeech.py -data_dir data \
-  || python download_ljspeech.py -data_dir data --tts
+  || python download_ljspeech.py -data_dir data -tts
 # both decoders at once, one thread each, on the whole training split, in bf16 autocast (the
 # committed CPU configuration; README and report say why each flag)
 Q3_CPU="-fast -batch_size 16 -epochs 7 -schedule update -warmup_updates 100 -amp -data_dir data \

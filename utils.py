@@ -19,8 +19,10 @@ import platform
 import random
 import sys
 import tempfile
+import textwrap
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Mapping, Sequence
@@ -30,22 +32,32 @@ import torch
 
 REPO_DIR = Path(__file__).resolve().parent
 DATA_DIR_ENV = "HW2_DATA_DIR"
-# Where figures and results files go; `set_output_root` moves both (tests, smoke runs).
-PLOTS_DIR = REPO_DIR / "plots"
-RESULTS_DIR = REPO_DIR / "report" / "results"
 
 
-def set_output_root(root: str | os.PathLike) -> None:
-    """Send figures to <root>/plots and results files to <root>/report/results."""
-    global PLOTS_DIR, RESULTS_DIR
-    PLOTS_DIR = Path(root) / "plots"
-    RESULTS_DIR = Path(root) / "report" / "results"
+@dataclass(frozen=True)
+class Outputs:
+    """Where a script writes: figures to <root>/plots, results files to <root>/report/results.
+    The root is -out_dir, else the repository; scripts pass these folders on explicitly."""
+    root: Path
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "report" / "results"
+
+    def ensure_writable(self) -> None:
+        for folder in (self.results, self.plots):
+            ensure_writable(folder, "-out_dir")
 
 
 def load_script(filename: str) -> ModuleType:
-    """Import a top-level script with a hyphenated name, such as `hw2-q3.py`, as a module
-    (its main does not run); tests and benches share it."""
-    name = filename.removesuffix(".py").replace("-", "_")
+    """Import a script by its path from the repository root, such as `hw2-q3.py` (a
+    hyphenated name) or `bench/q2_bench.py`, as a module (its main does not run); tests and
+    benches share it. Scripts themselves import modules only."""
+    name = filename.removesuffix(".py").replace("-", "_").replace("/", "_")
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, REPO_DIR / filename)
         module = importlib.util.module_from_spec(spec)
@@ -114,6 +126,19 @@ def seed_value(text: str) -> int:
     if not 0 <= value < 2 ** 32:
         raise argparse.ArgumentTypeError(f"must lie in 0..{2 ** 32 - 1} (got {text})")
     return value
+
+
+def torch_device(text: str) -> str:
+    """-device: a device torch can use here, checked at parse time, so that `-device cuda` on a
+    machine without a GPU is a usage error rather than a traceback."""
+    if text.startswith("cuda") and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: no CUDA GPU is available here (use -device cpu)")
+    try:
+        torch.empty(0, device=text)
+    except Exception as err:  # unknown name, no such GPU, backend not built: all unusable
+        raise argparse.ArgumentTypeError(
+            f"{text} is not usable here ({textwrap.shorten(str(err), 80)})") from None
+    return text
 
 
 def ensure_writable(folder: Path, flag: str) -> None:
@@ -187,12 +212,11 @@ def add_common_args(parser, seed: int = 42, data: bool = True, threads: bool = F
         help="write plots/ and report/results/ under this folder instead of the repository")
 
 
-def apply_common_args(args) -> None:
-    """Redirect the outputs (-out_dir) and set torch's CPU threads (-threads) as asked."""
-    if args.out_dir:
-        set_output_root(args.out_dir)
+def apply_common_args(args: argparse.Namespace) -> Outputs:
+    """Set torch's CPU threads (-threads) as asked; return the output folders (-out_dir)."""
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
+    return Outputs(Path(args.out_dir) if args.out_dir else REPO_DIR)
 
 
 Curve = tuple[Sequence[float], Sequence[float]]
@@ -200,7 +224,7 @@ Curve = tuple[Sequence[float], Sequence[float]]
 
 def plot_lines(name: str, curves: Mapping[str, Curve], xlabel: str, ylabel: str, *,
                title: str | None = None, logx: bool = False, logy: bool = False,
-               marker: str | None = None, plots_dir: Path | None = None) -> list[Path]:
+               marker: str | None = None, plots_dir: Path) -> list[Path]:
     """Draw one line per (label -> (xs, ys)) and save `<plots_dir>/<name>.png` and `.pdf`.
 
     The legend is added before saving (the handed-out `_create_plot` saved first, so its
@@ -230,11 +254,11 @@ def plot_lines(name: str, curves: Mapping[str, Curve], xlabel: str, ylabel: str,
     return save_figure(fig, name, plots_dir)
 
 
-def save_figure(fig, name: str, plots_dir: Path | None = None) -> list[Path]:
+def save_figure(fig, name: str, plots_dir: Path) -> list[Path]:
     """Save a matplotlib figure as <plots_dir>/<name>.png and .pdf, then close it."""
     import matplotlib.pyplot as plt
 
-    out_dir = Path(plots_dir) if plots_dir is not None else PLOTS_DIR
+    out_dir = Path(plots_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     paths = [out_dir / f"{name}.{ext}" for ext in ("png", "pdf")]
@@ -306,14 +330,13 @@ def script_path() -> str:
 
 
 def write_results(name: str, results: Mapping[str, Any], *, config: Mapping[str, Any],
-                  seed: int, data: Any, wall_time_s: float,
-                  results_dir: Path | None = None) -> Path:
+                  seed: int, data: Any, wall_time_s: float, results_dir: Path) -> Path:
     """Write `report/results/<name>.json`: the numbers and everything needed to trace them.
 
     `config` is the command-line configuration (e.g. `vars(args)`), `data` says which data
     the numbers were obtained on (a string or a dict; synthetic data must say so).
     """
-    out_dir = Path(results_dir) if results_dir is not None else RESULTS_DIR
+    out_dir = Path(results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {
         "name": name,
@@ -364,43 +387,3 @@ class Timer:
         now = time.perf_counter()
         seconds, self._start = now - self._start, now
         return seconds
-
-
-# ---------------------------------------------------------------------------------------------
-# Question 2 data (as handed out: flattened images / 256, the 529-image default test subset)
-# ---------------------------------------------------------------------------------------------
-OCT_TEST_SUBSET = (182, 55, 42, 250)  # first images of classes 0..3 kept by eq_test_dist=False
-
-
-def oct_data_path(data_dir: str | os.PathLike | None = None) -> Path:
-    """<data_dir>/octmnist.npz, or a one-line error saying how to get it."""
-    path = resolve_data_dir(data_dir) / "octmnist.npz"
-    if not path.exists():
-        raise fail(f"{path} not found: run python download_octmnist.py "
-                   "(offline: --synthetic or --source PATH)")
-    return path
-
-
-def load_oct_data(data_dir: str | os.PathLike | None = None, bias: bool = False,
-                  eq_test_dist: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Load <data_dir>/octmnist.npz like the handed-out loader: images flattened to (N, 784)
-    and divided by 256, labels 1-D. Unless `eq_test_dist`, "test" is the handed-out
-    class-imbalanced 529-image subset; "test_full" is always the whole test split."""
-    path = oct_data_path(data_dir)
-    try:
-        with np.load(path) as data:
-            split = {name: (data[f"{key}_images"].reshape(len(data[f"{key}_images"]), -1) / 256,
-                            data[f"{key}_labels"].squeeze(-1))
-                     for name, key in (("train", "train"), ("dev", "val"), ("test_full", "test"))}
-    except Exception as err:
-        raise fail(f"{path}: not a valid OCTMNIST file ({type(err).__name__}: {err})") from None
-    if bias:
-        split = {k: (np.hstack([x, np.ones((len(x), 1))]), y) for k, (x, y) in split.items()}
-    test_x, test_y = split["test_full"]
-    if eq_test_dist:
-        split["test"] = split["test_full"]
-    else:
-        keep = np.concatenate([np.flatnonzero(test_y == c)[:n]
-                               for c, n in enumerate(OCT_TEST_SUBSET)])
-        split["test"] = (test_x[keep], test_y[keep])
-    return split

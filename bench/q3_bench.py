@@ -103,8 +103,7 @@ def main() -> None:
     parser.add_argument("-out_dir", default=None)
     args = parser.parse_args()
     wall = utils.Timer()
-    if args.out_dir:
-        utils.set_output_root(args.out_dir)
+    out = utils.Outputs(Path(args.out_dir) if args.out_dir else utils.REPO_DIR)
     corpus = LJSpeech(utils.resolve_data_dir(args.data_dir) / "LJSpeech-1.1")
     train = corpus.split("train")
     if len(train) < args.batch_size * 4:
@@ -150,7 +149,8 @@ def main() -> None:
         "training": training, "speed_up": speed_up, "committed_threads": COMMITTED_THREADS,
         "committed_path": COMMITTED_PATH,
         "decoding": decode, "device": q3.device_name(args.device)}, config=vars(args), seed=0,
-        data={"corpus": corpus.describe(), "clips_timed": len(needed)}, wall_time_s=wall.lap())
+        data={"corpus": corpus.describe(), "clips_timed": len(needed)}, wall_time_s=wall.lap(),
+        results_dir=out.results)
     print(f"wrote {path}")
 
 

@@ -1,4 +1,5 @@
-"""Shared test set-up: import the hyphenated scripts, and find the offline data.
+"""Shared test set-up: the repository on the import path, `load_script` for the hyphenated
+scripts, and the offline data. Tests pass -out_dir (or a folder) to whatever writes.
 
 The offline data are reached through the scripts' own rule (`utils.resolve_data_dir`):
 HW2_DATA_DIR if set, which defaults here to ../shared/data, the workplace's data folder
@@ -41,10 +42,3 @@ def write_corpus(root, lines, wav_ids=(), seconds=0.5):
                         subtype="PCM_16")
     return root
 
-
-
-@pytest.fixture(autouse=True)
-def _outputs_in_tmp(tmp_path, monkeypatch):
-    """No test writes figures or results files into the repository."""
-    monkeypatch.setattr(utils, "PLOTS_DIR", tmp_path / "plots")
-    monkeypatch.setattr(utils, "RESULTS_DIR", tmp_path / "report" / "results")

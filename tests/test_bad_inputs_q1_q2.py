@@ -22,6 +22,7 @@ import pytest
 import torch
 
 import octgen
+import q2_runs
 import utils
 from conftest import REPO, load_script
 
@@ -335,7 +336,7 @@ def test_q2_truncated_finished_run_file_is_a_one_line_error(tmp_path):
     path.write_text('{"identity": {"epo')
     with pytest.raises(SystemExit, match=rf"^error: {re.escape(str(path))}: unreadable "
                                          r"finished-run file \(JSONDecodeError\)"):
-        q2.load_finished_run(path, {"epochs": 1})
+        q2_runs.load_finished_run(path, {"epochs": 1})
 
 
 def test_q2_resume_does_not_publish_a_smoke_sweeps_runs(data, tmp_path, one_thread):
@@ -415,12 +416,12 @@ def test_q2_interrupted_sweep_stops_its_processes_and_keeps_resumable_checkpoint
 def test_download_source_does_not_replace_a_different_file_without_force(data, tmp_path):
     target = tmp_path / "octmnist.npz"
     target.write_bytes(b"the file already there")
-    proc = run("download_octmnist.py", "--source", data / "octmnist.npz", "-data_dir", tmp_path)
+    proc = run("download_octmnist.py", "-source", data / "octmnist.npz", "-data_dir", tmp_path)
     assert error_line(proc, 1) == (f"error: {target} exists and differs from "
-                                   f"{data / 'octmnist.npz'}; pass --force to replace it")
+                                   f"{data / 'octmnist.npz'}; pass -force to replace it")
     assert target.read_bytes() == b"the file already there"
-    proc = run("download_octmnist.py", "--source", data / "octmnist.npz", "-data_dir", tmp_path,
-               "--force")
+    proc = run("download_octmnist.py", "-source", data / "octmnist.npz", "-data_dir", tmp_path,
+               "-force")
     assert proc.returncode == 0, proc.stderr
     assert target.read_bytes() == (data / "octmnist.npz").read_bytes()
     assert [p.name for p in tmp_path.iterdir()] == ["octmnist.npz"]  # no temporary left
@@ -428,26 +429,30 @@ def test_download_source_does_not_replace_a_different_file_without_force(data, t
 
 def test_download_source_over_an_identical_file_is_fine(data, tmp_path):
     (tmp_path / "octmnist.npz").write_bytes((data / "octmnist.npz").read_bytes())
-    proc = run("download_octmnist.py", "--source", data / "octmnist.npz", "-data_dir", tmp_path)
+    proc = run("download_octmnist.py", "-source", data / "octmnist.npz", "-data_dir", tmp_path)
     assert proc.returncode == 0, proc.stderr
 
 
 def test_download_synthetic_does_not_replace_a_real_file_without_force(tmp_path):
     target = tmp_path / "octmnist.npz"
     target.write_bytes(b"not synthetic")
-    proc = run("download_octmnist.py", "--synthetic", "-data_dir", tmp_path)
+    proc = run("download_octmnist.py", "-synthetic", "-data_dir", tmp_path)
     assert error_line(proc, 1) == (f"error: {target} exists and is not synthetic; pass "
-                                   "--force to replace it")
+                                   "-force to replace it")
     assert target.read_bytes() == b"not synthetic"
 
 
 def test_download_bad_seed_is_a_usage_error(capsys):
-    assert "argument --seed/-seed: must lie in 0..4294967295 (got -1)" in \
-        usage_error(dl.parse_args, ["--synthetic", "--seed", "-1"], capsys)
+    assert "argument -seed: must lie in 0..4294967295 (got -1)" in \
+        usage_error(dl.parse_args, ["-synthetic", "-seed", "-1"], capsys)
+
+
+def test_download_keeps_the_handed_out_root_flag(tmp_path):
+    assert dl.parse_args(["--root", str(tmp_path)]).data_dir == str(tmp_path)
 
 
 def test_download_unwritable_data_dir_is_a_one_line_error(tmp_path):
     (tmp_path / "file").write_text("")
-    proc = run("download_octmnist.py", "--synthetic", "-data_dir", tmp_path / "file" / "data")
+    proc = run("download_octmnist.py", "-synthetic", "-data_dir", tmp_path / "file" / "data")
     assert error_line(proc, 1).startswith(f"error: {tmp_path / 'file' / 'data'} (-data_dir) "
                                           "is not a writable folder")

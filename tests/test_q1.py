@@ -102,7 +102,7 @@ def test_multiply_add_counts():
 
 
 def test_quick_run_writes_results_and_plots(tmp_path):
-    q1.main(["--quick", "-out_dir", str(tmp_path), "-repeats", "1"])
+    q1.main(["-quick", "-out_dir", str(tmp_path), "-repeats", "1"])
     record = json.loads((tmp_path / "report" / "results" / "q1.json").read_text())
     res = record["results"]
     for key in ("slope_softmax", "slope_linear", "crossover_L", "feature_map",

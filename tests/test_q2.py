@@ -6,9 +6,11 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 import octgen
+import octmnist
+import q2_sweep
 import utils
 from conftest import REPO, load_script, shared_file
 
@@ -50,65 +52,70 @@ def test_spatial_sizes_after_each_convolution(no_maxpool, sizes):
 
 
 @pytest.mark.parametrize("no_maxpool", [False, True])
-def test_stacked_cnn_equals_each_cnn_including_dropout(no_maxpool):
+def test_side_by_side_cnn_equals_each_cnn_including_dropout(no_maxpool):
     torch.manual_seed(0)
     models = [q2.CNN(0.7, no_maxpool=no_maxpool) for _ in range(3)]
-    stacked = q2.StackedCNN(models)
+    copies = q2_sweep.SideBySideCNN(models)
     x = torch.rand(6, 784)
     for train in (False, True):
-        stacked.train(train)
+        copies.train(train)
         torch.manual_seed(1)
-        out = stacked(x)
+        out = copies(x)
+        after = torch.rand(1)
         for r, model in enumerate(models):
             model.train(train)
-            torch.manual_seed(1)  # same RNG state: same dropout mask
+            torch.manual_seed(1)  # same RNG state: same dropout mask, same draws consumed
             torch.testing.assert_close(out[r], model(x), rtol=1e-5, atol=1e-5)
+            assert torch.equal(torch.rand(1), after)
     for r, model in enumerate(models):
-        assert all(torch.equal(a, b) for a, b in
-                   zip(stacked.replica(r).parameters(), model.parameters()))
+        state = copies.copy_state_dict(r)
+        assert state.keys() == model.state_dict().keys()
+        assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
 
 
 @pytest.mark.parametrize("no_maxpool", [False, True])
-def test_stacked_cnn_gradients_equal_cnn_gradients_with_ties_in_the_pools(no_maxpool):
+def test_side_by_side_gradients_equal_cnn_gradients_with_ties_in_the_pools(no_maxpool):
     torch.manual_seed(0)
     model = q2.CNN(0.7, no_maxpool=no_maxpool).eval()
-    stacked = q2.StackedCNN([model]).eval()
+    copies = q2_sweep.SideBySideCNN([model]).eval()
     x = torch.rand(8, 784)
     x[:, :300] = 0  # a blank wedge: equal activations inside many pooling windows
     y = torch.arange(8) % 4
     torch.nn.functional.nll_loss(model(x), y).backward()
-    torch.nn.functional.nll_loss(stacked(x)[0], y).backward()
+    torch.nn.functional.nll_loss(copies(x)[0], y).backward()
     for name, p in model.named_parameters():
-        grad = q2.stacked_layout(name, getattr(stacked, name.replace(".", "_")).grad[0])
+        grad = q2_sweep.stacked_layout(name, getattr(copies, name.replace(".", "_")).grad[0])
         torch.testing.assert_close(grad, p.grad, rtol=1e-5, atol=1e-7)
 
 
-def test_replica_does_not_consume_the_rng():
-    stacked = q2.StackedCNN([q2.CNN(0.5)])
-    torch.manual_seed(3)
-    stacked.replica(0)
-    after = torch.rand(1)
-    torch.manual_seed(3)
-    assert torch.equal(after, torch.rand(1))
-
-
-def test_permutation_is_the_one_dataloader_draws():
+def test_index_loader_draws_the_handed_out_loaders_batches():
+    """The side-by-side loop's DataLoader over indices and the handed-out DataLoader over the
+    images: the same batches, and the global RNG left in the same state (dropout's draws)."""
+    x, y = torch.rand(50, 784), torch.arange(50) % 4
     torch.manual_seed(7)
-    expected = torch.cat([b for b in DataLoader(torch.arange(50), batch_size=8, shuffle=True)])
-    after_loader = torch.rand(3)
+    handed_out = list(DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True))
+    after = torch.rand(3)
     torch.manual_seed(7)
-    assert torch.equal(q2.dataloader_permutation(50), expected)
-    assert torch.equal(torch.rand(3), after_loader)  # the RNG stream continues identically
+    indices = list(DataLoader(range(50), batch_size=8, shuffle=True))
+    assert torch.equal(torch.rand(3), after)
+    assert [len(i) for i in indices] == [8] * 6 + [2]
+    for (xb, yb), i in zip(handed_out, indices, strict=True):
+        assert torch.equal(xb, x[i]) and torch.equal(yb, y[i])
 
 
-def test_fast_loop_matches_handed_out_loop():
-    data = {"train": bench.synthetic_split(96, 1), "dev": bench.synthetic_split(40, 2)}
+def test_side_by_side_and_one_run_match_the_handed_out_loop():
+    splits = {"train": bench.synthetic_split(96, 1), "dev": bench.synthetic_split(40, 2)}
     lrs = [0.1, 0.01]
-    (models, losses) = bench.repo_runs(lrs, data, epochs=2, seed=5)
+    models, losses = bench.repo_runs(lrs, splits, epochs=2, seed=5)
+    assert losses.shape == (2, 24)
     for r, lr in enumerate(lrs):
-        ref_model, ref_losses = bench.handed_out_run(lr, data, epochs=2, seed=5)
-        torch.testing.assert_close(losses[r], ref_losses, rtol=1e-5, atol=1e-5)
-        assert bench.max_weight_diff(models[r], ref_model) < 1e-5
+        reference = bench.handed_out_run(lr, splits, epochs=2, seed=5)
+        assert bench.drift(models, losses, r, reference)["max_loss_diff"] < 1e-5
+        assert bench.drift(models, losses, r, reference)["max_weight_diff"] < 1e-5
+    one, one_losses = bench.repo_runs([0.01], splits, epochs=2, seed=5)
+    reference = bench.handed_out_run(0.01, splits, epochs=2, seed=5)
+    assert bench.drift(one, one_losses, 0, reference) == {"max_weight_diff": 0.0,
+                                                         "max_loss_diff": 0.0}
 
 
 def _cnns_with_torch_sgd(no_maxpool, lrs, weight_decay):
@@ -123,13 +130,13 @@ def _cnns_with_torch_sgd(no_maxpool, lrs, weight_decay):
 
 @pytest.mark.parametrize("no_maxpool", [False, True])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
-def test_sgd_step_makes_the_updates_of_torch_sgd_on_each_cnn(no_maxpool, weight_decay):
-    """The written-out backward pass with fused updates against autograd + torch.optim.SGD,
-    with dropout on and ties in the pooling windows."""
+def test_side_by_side_step_makes_the_updates_of_torch_sgd_on_each_cnn(no_maxpool, weight_decay):
+    """SGD with learning rate 1 on the rate-weighted losses against torch.optim.SGD on each
+    CNN, with dropout on and ties in the pooling windows."""
     lrs = [0.1, 0.01, 0.001]
     models, optimizers = _cnns_with_torch_sgd(no_maxpool, lrs, weight_decay)
-    stacked = q2.StackedCNN(models)
-    optimizer = q2.StackedSGD(lrs, weight_decay)
+    copies = q2_sweep.SideBySideCNN(models)
+    optimizer = torch.optim.SGD(copies.parameters(), lr=1.0)
     x = torch.rand(32, 784)
     x[:, :300] = 0  # a blank wedge: equal activations inside many pooling windows
     y = torch.arange(32) % 4
@@ -138,40 +145,22 @@ def test_sgd_step_makes_the_updates_of_torch_sgd_on_each_cnn(no_maxpool, weight_
         expected = []
         for model, opt in zip(models, optimizers):
             torch.manual_seed(step)  # the same dropout mask for every run
-            opt.zero_grad()
-            loss = torch.nn.functional.nll_loss(model(xb), yb)
-            loss.backward()
-            opt.step()
-            expected.append(loss.detach())
+            expected.append(q2.train_batch(xb, yb, model, opt, torch.nn.NLLLoss()))
         torch.manual_seed(step)
-        torch.testing.assert_close(q2.train_step(stacked, optimizer, xb, yb),
-                                   torch.stack(expected), rtol=1e-5, atol=1e-6)
+        losses = q2_sweep.train_batch(xb, yb, copies, optimizer, torch.tensor(lrs), weight_decay)
+        torch.testing.assert_close(losses, torch.tensor(expected), rtol=1e-5, atol=1e-6)
     for r, model in enumerate(models):
-        for mine, theirs in zip(stacked.replica(r).parameters(), model.parameters()):
-            torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
+        for name, theirs in model.state_dict().items():
+            torch.testing.assert_close(copies.copy_state_dict(r)[name], theirs, rtol=1e-5,
+                                       atol=1e-6)
 
 
-def test_adam_trains_one_replica_through_autograd_like_torch_adam():
-    torch.manual_seed(0)
-    model = q2.CNN(0.7)
-    stacked = q2.StackedCNN([model])
-    optimizer = torch.optim.Adam(stacked.parameters(), lr=1e-3)
-    reference = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x, y = torch.rand(8, 784), torch.arange(8) % 4
-    torch.manual_seed(1)
-    loss = q2.train_step(stacked, optimizer, x, y)
-    torch.manual_seed(1)
-    expected = torch.nn.functional.nll_loss(model(x), y)
-    expected.backward()
-    reference.step()
-    torch.testing.assert_close(loss, expected.detach().view(1))
-    for name, p in model.named_parameters():
-        grad = q2.stacked_layout(name, getattr(stacked, name.replace(".", "_")).grad[0])
-        torch.testing.assert_close(grad, p.grad, rtol=1e-5, atol=1e-7)
-    # Adam's first step moves every weight by about lr; where a gradient is near zero, float
-    # rounding of the gradient alone can change that move, hence a tolerance of lr / 10
-    for mine, theirs in zip(stacked.replica(0).parameters(), model.parameters()):
-        torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-4)
+def test_sweep_trains_sgd_rates_side_by_side_and_adam_rates_one_by_one():
+    sgd = q2.parse_args(["-sweep"])
+    assert q2_sweep.sweep_groups(sgd) == [([0.1, 0.01, 0.001], False), ([0.1, 0.01, 0.001], True)]
+    adam = q2.parse_args(["-sweep", "-optimizer", "adam", "-learning_rates", "0.1", "0.01"])
+    assert q2_sweep.sweep_groups(adam) == [([0.1], False), ([0.01], False), ([0.1], True),
+                                           ([0.01], True)]
 
 
 def test_render_is_deterministic_and_in_range():
@@ -193,9 +182,12 @@ def test_make_dataset_same_for_any_number_of_processes(monkeypatch):
 
 
 def test_synthetic_file_has_octmnist_schema_counts_and_mark(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "download_octmnist.py"), "--synthetic",
-                           "-data_dir", str(tmp_path)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, str(REPO / "download_octmnist.py"), "-synthetic",
+                           "-data_dir", str(tmp_path), "-out_dir", str(tmp_path / "out")],
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+    drawn = (tmp_path / "out" / "plots" / "q2-real-vs-synthetic.png").exists()
+    assert drawn == (octmnist.find_real_check(None, tmp_path) is not None)
     path = tmp_path / "octmnist.npz"
     with np.load(path) as data:
         assert sorted(data.files) == sorted(f"{s}_{k}" for s in ("train", "val", "test")
@@ -205,7 +197,7 @@ def test_synthetic_file_has_octmnist_schema_counts_and_mark(tmp_path):
             assert images.dtype == np.uint8 and images.shape == (sum(counts), 28, 28)
             assert labels.dtype == np.uint8 and labels.shape == (sum(counts), 1)
             assert np.bincount(labels.ravel(), minlength=4).tolist() == list(counts)
-    assert dl.describe(path)["synthetic"] is True
+    assert octmnist.read(path).describe()["synthetic"] is True
     assert "NOT the real OCTMNIST" in zipfile.ZipFile(path).comment.decode()
 
 
@@ -217,7 +209,7 @@ def _run_download(*args):
 def test_source_rejects_corrupt_file(tmp_path):
     bad = tmp_path / "octmnist.npz"
     bad.write_bytes(b"not a zip file at all")
-    proc = _run_download("--source", bad, "-data_dir", tmp_path / "out")
+    proc = _run_download("-source", bad, "-data_dir", tmp_path / "out")
     assert proc.returncode == 1 and "not a readable .npz" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
 
@@ -233,21 +225,21 @@ def test_source_rejects_wrong_schema(tmp_path, change, message):
     arrays.update({f"{s}_labels": np.zeros((3, 1), np.uint8) for s in ("train", "val", "test")})
     change(arrays)
     np.savez(tmp_path / "x.npz", **arrays)
-    proc = _run_download("--source", tmp_path / "x.npz", "-data_dir", tmp_path / "out")
+    proc = _run_download("-source", tmp_path / "x.npz", "-data_dir", tmp_path / "out")
     assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_source_checks_md5_of_a_file_claiming_to_be_octmnist(tmp_path, monkeypatch):
-    monkeypatch.setattr(dl, "REAL_SIZES", {"train": 3, "val": 3, "test": 3})
+    monkeypatch.setattr(octmnist, "REAL_SIZES", {"train": 3, "val": 3, "test": 3})
     arrays = {f"{s}_images": np.zeros((3, 28, 28), np.uint8) for s in ("train", "val", "test")}
     arrays.update({f"{s}_labels": np.zeros((3, 1), np.uint8) for s in ("train", "val", "test")})
     np.savez(tmp_path / "x.npz", **arrays)
     with pytest.raises(SystemExit, match="not its MD5"):
-        dl.validate_octmnist(tmp_path / "x.npz")
+        octmnist.read(tmp_path / "x.npz")
 
 
 def test_source_copies_a_valid_file(small_synthetic, tmp_path):
-    proc = _run_download("--source", small_synthetic / "octmnist.npz", "-data_dir",
+    proc = _run_download("-source", small_synthetic / "octmnist.npz", "-data_dir",
                          tmp_path / "copy")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "copy" / "octmnist.npz").read_bytes() == \
@@ -255,14 +247,30 @@ def test_source_copies_a_valid_file(small_synthetic, tmp_path):
 
 
 def test_loader_follows_handed_out_conventions(small_synthetic):
-    data = utils.load_oct_data(small_synthetic)
-    x, y = data["train"]
-    assert x.shape == (200, 784) and x.max() < 1 and y.ndim == 1
+    splits, info = octmnist.load_splits(small_synthetic)
+    x, y = splits["train"]
+    assert x.shape == (200, 784) and x.dtype == torch.float32 and x.max() < 1
+    assert y.shape == (200,) and y.dtype == torch.long
     with np.load(small_synthetic / "octmnist.npz") as raw:
-        np.testing.assert_array_equal(x[0], raw["train_images"][0].ravel() / 256)
-    test_y = data["test"][1]
-    assert len(test_y) == 529 and len(data["test_full"][1]) == 1000
-    assert np.array_equal(test_y, np.repeat(np.arange(4), utils.OCT_TEST_SUBSET))
+        np.testing.assert_array_equal(x[0].numpy(), (raw["train_images"][0].ravel() / 256)
+                                      .astype(np.float32))
+    test_y = splits["test"][1]
+    assert len(test_y) == 529 and len(splits["test_full"][1]) == 1000
+    assert torch.equal(test_y, torch.arange(4).repeat_interleave(torch.tensor(octmnist.TEST_SUBSET)))
+    assert info["synthetic"] is True and info["md5"] == octmnist.md5sum(
+        small_synthetic / "octmnist.npz")
+    assert info["sizes"] == {"train": 200, "dev": 60, "test_full": 1000, "test": 529}
+
+
+def test_each_data_file_is_read_once(small_synthetic, monkeypatch):
+    reads = []
+    original = type(small_synthetic).read_bytes
+    monkeypatch.setattr(type(small_synthetic), "read_bytes",
+                        lambda path: reads.append(path.name) or original(path))
+    real = shared_file("octmnist_kermany.npz")
+    data = octmnist.load(small_synthetic, None, str(real), "cpu")
+    assert sorted(reads) == ["octmnist.npz", "octmnist_kermany.npz"]
+    assert len(data.real_check[1]) == 80 and data.info["real_check_md5"] == octmnist.md5sum(real)
 
 
 def test_missing_data_file_is_a_one_line_error(tmp_path):
@@ -278,12 +286,17 @@ def _args(data_dir, *extra):
     return q2.parse_args(["-data_dir", str(data_dir), "-no_progress", *default, *extra])
 
 
+def _train(data_dir, lrs, *extra):
+    args = _args(data_dir, *extra)
+    data = octmnist.load(data_dir, None, None, "cpu")
+    return q2.train_runs(lrs, False, args, data, utils.Outputs(data_dir / "out"))
+
+
 def test_short_training_lowers_the_loss_and_repeats_exactly(small_synthetic):
-    args = _args(small_synthetic, "-epochs", "3")
-    splits, info = q2.load_splits(small_synthetic, None)
-    first = q2.train_runs([0.05], False, args, splits, None, info)[0]
+    first = _train(small_synthetic, [0.05], "-epochs", "3")[0]
     assert first["train_loss"][-1] < first["train_loss"][0]
-    again = q2.train_runs([0.05], False, args, splits, None, info)[0]
+    assert (small_synthetic / "out" / "plots" / f"q2-training-loss-{first['config']}.pdf").exists()
+    again = _train(small_synthetic, [0.05], "-epochs", "3")[0]
     assert again["train_loss"] == first["train_loss"] and again["val_acc"] == first["val_acc"]
     # the handed-out running mean: mean of all batch losses since epoch 1
     assert first["train_loss_running_mean"][1] == pytest.approx(np.mean(first["train_loss"][:2]))
@@ -327,24 +340,22 @@ def test_sweep_in_two_processes_equals_sweep_in_one(small_synthetic, tmp_path):
     assert len(runs["2"]) == 6 and runs["2"] == runs["1"]
 
 
+@pytest.mark.parametrize("lrs", [[0.05], [0.05, 0.01]])  # the handed-out loop; side by side
 def test_resume_after_interruption_reproduces_uninterrupted_run(small_synthetic, tmp_path,
-                                                                monkeypatch):
-    splits, info = q2.load_splits(small_synthetic, None)
-    full = q2.train_runs([0.05, 0.01], False, _args(small_synthetic, "-epochs", "2",
-                         "-checkpoint_dir", str(tmp_path / "a")), splits, None, info)
+                                                                monkeypatch, lrs):
+    full = _train(small_synthetic, lrs, "-epochs", "2", "-checkpoint_dir", str(tmp_path / "a"))
+    save = utils.save_checkpoint
 
     def save_then_interrupt(state, path):  # Ctrl-C right after epoch 1 is saved
-        utils.save_checkpoint(state, path)
+        save(state, path)
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
-        patch.setattr(q2, "save_checkpoint", save_then_interrupt)
-        q2.train_runs([0.05, 0.01], False, _args(small_synthetic, "-epochs", "2",
-                      "-checkpoint_dir", str(tmp_path / "b")), splits, None, info)
-    resumed = q2.train_runs([0.05, 0.01], False, _args(small_synthetic, "-epochs", "2",
-                            "-resume", "-checkpoint_dir", str(tmp_path / "b")), splits, None,
-                            info)
-    for a, b in zip(full, resumed):
+        patch.setattr(utils, "save_checkpoint", save_then_interrupt)
+        _train(small_synthetic, lrs, "-epochs", "2", "-checkpoint_dir", str(tmp_path / "b"))
+    resumed = _train(small_synthetic, lrs, "-epochs", "2", "-resume", "-checkpoint_dir",
+                     str(tmp_path / "b"))
+    for a, b in zip(full, resumed, strict=True):
         for key in ("train_loss", "train_loss_running_mean", "val_acc", "test_acc",
                     "test_acc_full"):
             assert a[key] == b[key], key

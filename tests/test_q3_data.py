@@ -204,9 +204,9 @@ def test_tts_corpus_in_lj_layout_without_the_genuine_transcripts(tmp_path):
                            "LJ001-0003|-Dash first|-dash first",
                            "LJ001-0004||"], ["LJ001-0001"])
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(REPO / "download_ljspeech.py"), "--tts",
-                           "--metadata", str(source / "metadata.csv"), "-data_dir", str(out),
-                           "--processes", "2", "--no_progress"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, str(REPO / "download_ljspeech.py"), "-tts",
+                           "-metadata", str(source / "metadata.csv"), "-data_dir", str(out),
+                           "-processes", "2", "-no_progress"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "1 genuine clips left out, 1 empty transcripts skipped" in proc.stdout
     folder = out / "LJSpeech-1.1"
@@ -220,9 +220,9 @@ def test_tts_corpus_in_lj_layout_without_the_genuine_transcripts(tmp_path):
     manifest = (folder / "tts_manifest.tsv").read_text().splitlines()
     assert manifest[0].startswith("id\tengine") and len(manifest) == 3
     before = (folder / "wavs" / "LJ001-0002.wav").stat().st_mtime_ns
-    again = subprocess.run([sys.executable, str(REPO / "download_ljspeech.py"), "--tts",
-                            "--metadata", str(source / "metadata.csv"), "-data_dir", str(out),
-                            "--no_progress"], capture_output=True, text=True)
+    again = subprocess.run([sys.executable, str(REPO / "download_ljspeech.py"), "-tts",
+                            "-metadata", str(source / "metadata.csv"), "-data_dir", str(out),
+                            "-no_progress"], capture_output=True, text=True)
     assert "rendered 0 clips, 2 already there" in again.stdout
     assert (folder / "wavs" / "LJ001-0002.wav").stat().st_mtime_ns == before
 
@@ -230,16 +230,18 @@ def test_tts_corpus_in_lj_layout_without_the_genuine_transcripts(tmp_path):
 def test_download_offline_fails_in_one_line(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "download_ljspeech.py"), "-data_dir",
                            str(tmp_path)], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1 and "use --tts" in proc.stderr
+    assert proc.returncode == 1 and "use -tts" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("flags,message", [(["--limit", "-1"], "--limit must be at least 1"),
-                                           (["--processes", "0"], "--processes must be at least")])
+@pytest.mark.parametrize("flags,message", [
+    (["-limit", "-1"], "argument -limit: must be a positive integer (got -1)"),
+    (["-processes", "0"], "argument -processes: must be a positive integer (got 0)"),
+    (["-seed", "-1"], "argument -seed: must lie in 0..4294967295 (got -1)")])
 def test_download_bad_counts_are_usage_errors(flags, message, capsys):
     dl = load_script("download_ljspeech.py")
     with pytest.raises(SystemExit) as stop:
-        dl.parse_args(["--tts", *flags])
+        dl.parse_args(["-tts", *flags])
     assert stop.value.code == 2 and message in capsys.readouterr().err
 
 

@@ -146,7 +146,7 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(tiny_corpus,
 def test_resume_refuses_a_checkpoint_of_another_configuration(tiny_corpus, tmp_path):
     q3.main(cli(tiny_corpus, tmp_path, "a", "-epochs", "1", "-checkpoint_dir", str(tmp_path)))
     with pytest.raises(SystemExit, match="another run .*differs in epochs, lr"):
-        q3.main(cli(tiny_corpus, tmp_path, "b", "-epochs", "2", "-lr", "1e-4", "-resume",
+        q3.main(cli(tiny_corpus, tmp_path, "b", "-epochs", "2", "-learning_rate", "1e-4", "-resume",
                     "-checkpoint_dir", str(tmp_path)))
 
 
@@ -211,7 +211,8 @@ def test_a_diverging_run_fails_without_writing_results(tiny_corpus, tmp_path, mo
 
 
 @pytest.mark.parametrize("flags,message", [
-    (["-lr", "nan"], "-lr: must be a finite number > 0"), (["-lr", "0"], "-lr: must be a finite"),
+    (["-learning_rate", "nan"], "-learning_rate/-lr: must be a finite number > 0"),
+    (["-lr", "0"], "-learning_rate/-lr: must be a finite"),
     (["-epochs", "0"], "-epochs: must be a positive integer"),
     (["-encoder_layers", "0"], "-encoder_layers: must be a positive integer"),
     (["-train_clips", "-3"], "-train_clips: must be a positive integer"),

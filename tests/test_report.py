@@ -1,13 +1,10 @@
-import importlib.util
 import re
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, load_script
 
-spec = importlib.util.spec_from_file_location("report_build", REPO / "report" / "build.py")
-build = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(build)
+build = load_script("report/build.py")
 
 
 def test_committed_report_and_readme_table_are_rebuilt_byte_for_byte(tmp_path):

@@ -1,0 +1,157 @@
+"""Question 2's training runs that cannot lie: checkpoints, -resume and finished-run files.
+
+Each training (one configuration, or a sweep's learning rates side by side) saves its state
+after every epoch under -checkpoint_dir together with the run's identity: the flags, the data
+(file MD5s) and the library versions that determine its numbers. -resume continues a
+checkpoint, or reuses a finished run, only when the identity is the same, so that a smoke
+run's state is never continued, or published, as another run's. A second process writing the
+same checkpoint stops at a lock, and a non-finite loss ends the run before its epoch is saved.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import utils
+from utils import fail
+
+# Flags that change what a training computes, besides its learning rates and variant.
+IDENTITY_FLAGS = ("epochs", "batch_size", "dropout", "l2_decay", "optimizer", "subset", "seed")
+CHECKPOINT_FORMAT = 2  # 1: the written-out backward pass's StackedCNN (before issue 16)
+
+
+def config_name(lr: float, args: argparse.Namespace, no_maxpool: bool) -> str:
+    """The handed-out naming: {lr}-{dropout}-{l2_decay}-{optimizer}-{no_maxpool}."""
+    return f"{lr}-{args.dropout}-{args.l2_decay}-{args.optimizer}-{no_maxpool}"
+
+
+def run_identity(learning_rates: list[float], no_maxpool: bool, args: argparse.Namespace,
+                 data_info: dict) -> dict:
+    """Everything that determines the numbers of one training."""
+    return {"learning_rates": list(learning_rates), "no_maxpool": no_maxpool,
+            **{flag: getattr(args, flag) for flag in IDENTITY_FLAGS},
+            "device": torch.device(args.device).type, "data_md5": data_info["md5"],
+            "real_images_md5": data_info.get("real_check_md5"),
+            "torch": torch.__version__, "numpy": np.__version__}
+
+
+def check_identity(path: Path, saved: dict | None, identity: dict) -> None:
+    """Stop, naming what differs, unless `saved` (the identity recorded in `path`) is
+    `identity`."""
+    how = "run without -resume, or delete it, to start afresh"
+    if saved is None:
+        raise fail(f"-resume: {path} records no run identity (an older version wrote it); {how}")
+    changed = [f"{key} {saved.get(key)!r} -> {value!r}" for key, value in identity.items()
+               if saved.get(key) != value]
+    if changed:
+        raise fail(f"-resume: {path} is another run ({', '.join(changed)}); {how}")
+
+
+@dataclass
+class History:
+    """What a training has done so far: every batch loss ((R, batches) per epoch, R runs) and
+    each run's validation accuracy after each epoch."""
+    epoch: int = 0
+    losses: list[torch.Tensor] = field(default_factory=list)
+    val_acc: list[list[float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def record(self, losses: torch.Tensor, accuracies: list[float], seconds: float,
+               names: list[str]) -> None:
+        """Add one finished epoch (after checking it did not diverge) and print it."""
+        self.epoch += 1
+        stop_if_diverged(losses, self.epoch, names)
+        self.losses.append(losses)
+        self.val_acc.append(accuracies)
+        self.seconds += seconds
+        print(f"epoch {self.epoch} [{', '.join(names)}]  train loss "
+              + " ".join(f"{v:.4f}" for v in losses.mean(dim=1))
+              + "  valid acc " + " ".join(f"{v:.4f}" for v in accuracies), flush=True)
+
+
+def stop_if_diverged(losses: torch.Tensor, epoch: int, names: list[str]) -> None:
+    """End the run (exit status 1) at the first non-finite batch loss of the epoch, before
+    the epoch is checkpointed or anything is plotted or written: a diverged network's scores
+    are not results. Checked once per epoch, so the training loop itself is untouched."""
+    bad = (~torch.isfinite(losses)).nonzero().tolist()  # [run, step] pairs
+    if bad:
+        r, step = min(bad, key=lambda rs: (rs[1], rs[0]))
+        raise fail(f"training diverged: loss {losses[r, step].item()} at epoch {epoch}, step "
+                   f"{step + 1} of {losses.shape[1]} ({names[r]}); nothing was written for "
+                   "it; lower the learning rate")
+
+
+class Checkpoint:
+    """The state of one training after each epoch, in <checkpoint_dir>/<names>-seed<seed>.pt;
+    `with Checkpoint(...)` holds its lock, so a second process training the same runs stops
+    at once."""
+
+    def __init__(self, names: list[str], args: argparse.Namespace, identity: dict):
+        self.path = Path(args.checkpoint_dir) / ("+".join(names) + f"-seed{args.seed}.pt")
+        self.identity, self.resume_asked, self.cuda = identity, args.resume, \
+            args.device.startswith("cuda")
+        self._lock = utils.exclusive(self.path.with_suffix(".lock"), f"the checkpoint {self.path}")
+
+    def __enter__(self) -> "Checkpoint":
+        self._lock.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._lock.__exit__(*exc)
+
+    def resume(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> History:
+        """With -resume and a checkpoint of this run: its model, optimizer, RNG and history;
+        else a fresh history."""
+        if not (self.resume_asked and self.path.exists()):
+            return History()
+        try:
+            state = torch.load(self.path, weights_only=False)
+        except Exception as err:  # truncated, or not a checkpoint at all
+            raise fail(f"{self.path}: unreadable checkpoint ({type(err).__name__}); delete it "
+                       "to start afresh") from None
+        check_identity(self.path, state.get("identity"), self.identity)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise fail(f"-resume: {self.path} was written by an older version of hw2-q2.py; "
+                       "delete it to start afresh")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        if state["cuda_rng"] is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"])
+        print(f"resuming after epoch {state['epoch']} from {self.path}")
+        return History(state["epoch"], state["losses"], state["val_acc"], state["seconds"])
+
+    def save(self, history: History, model: torch.nn.Module,
+             optimizer: torch.optim.Optimizer) -> None:
+        utils.save_checkpoint({
+            **asdict(history), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state() if self.cuda else None,
+            "identity": self.identity, "format": CHECKPOINT_FORMAT}, self.path)
+
+
+def finished_run_path(lr: float, no_maxpool: bool, args: argparse.Namespace) -> Path:
+    return Path(args.checkpoint_dir) / f"{config_name(lr, args, no_maxpool)}-seed{args.seed}.json"
+
+
+def save_finished_run(path: Path, run: dict, identity: dict) -> None:
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # then rename: never half a file
+    tmp.write_text(json.dumps({"identity": identity, "run": run}))
+    tmp.replace(path)
+
+
+def load_finished_run(path: Path, identity: dict) -> dict:
+    """The run stored in `path`, if it was trained with `identity`."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise fail(f"{path}: unreadable finished-run file ({type(err).__name__}); delete it "
+                   "to train the run again") from None
+    check_identity(path, record.get("identity") if isinstance(record, dict) else None, identity)
+    return record["run"]
