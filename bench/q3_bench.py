@@ -18,7 +18,7 @@ count, and results.speed_up[decoder] = fast_grouped_bf16 / handed_out at the com
 count (reproduce.sh trains with -amp; bf16 pays on CPUs with native bf16 arithmetic, such as
 AVX512-BF16 or AMX, and on GPUs mostly where the work is large: -device cuda to see).
 
-    python bench/q3_bench.py [-data_dir DIR] [-batch_size 16] [-batches 12] [-threads 1 2]
+    python bench/q3_bench.py [-data_dir DIR] [-batch_size 16] [-batches 12] [-threads 1 2] [-amp]
 """
 import argparse
 import sys
@@ -99,6 +99,8 @@ def main() -> None:
     parser.add_argument("-batches", type=int, default=12, help="timed batches per path")
     parser.add_argument("-threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("-device", default="cpu")
+    parser.add_argument("-amp", action="store_true",
+                        help="bf16 autocast on every path (the report's GPU table)")
     parser.add_argument("-tag", default="", help="results name q3-bench-<tag>.json")
     parser.add_argument("-out_dir", default=None)
     args = parser.parse_args()
@@ -130,7 +132,7 @@ def main() -> None:
             for path, (_, fast, amp) in PATHS.items():
                 torch.manual_seed(0)
                 model = SpeechToText(decoder).to(args.device)
-                seconds = time_training(model, bank, picked[path], fast, amp)
+                seconds = time_training(model, bank, picked[path], fast, amp or args.amp)
                 rate = args.batch_size * args.batches / seconds
                 training[decoder][path][f"{threads}_threads"] = rate
                 print(f"{decoder:12s} {path:17s} {threads} thread(s): {rate:7.2f} clips/s")
