@@ -139,7 +139,7 @@ def train_runs(learning_rates: list[float], no_maxpool: bool, args: argparse.Nam
         else:
             history, states = q2_sweep.train_side_by_side(learning_rates, model, args,
                                                           data.splits, checkpoint, evaluate)
-    losses = torch.stack(history.losses, dim=1).cpu()  # (runs, epochs, batches)
+    losses = torch.stack(history.losses, dim=1)  # (runs, epochs, batches)
     epochs = torch.arange(1, args.epochs + 1)
     running = losses.flatten(1).cumsum(dim=1).view_as(losses)[..., -1] / (losses.shape[2] * epochs)
     runs = []

@@ -67,7 +67,7 @@ class History:
         """Add one finished epoch (after checking it did not diverge) and print it."""
         self.epoch += 1
         stop_if_diverged(losses, self.epoch, names)
-        self.losses.append(losses)
+        self.losses.append(losses.cpu())  # curves and checkpoints stay device-free
         self.val_acc.append(accuracies)
         self.seconds += seconds
         print(f"epoch {self.epoch} [{', '.join(names)}]  train loss "
