@@ -105,9 +105,10 @@ class Checkpoint:
     def __exit__(self, *exc) -> None:
         self._lock.__exit__(*exc)
 
-    def resume(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> History:
-        """With -resume and a checkpoint of this run: its model, optimizer, RNG and history;
-        else a fresh history."""
+    def resume(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
+               ) -> History:
+        """With -resume and a checkpoint of this run: its model, optimizer (if it has one),
+        RNG and history; else a fresh history."""
         if not (self.resume_asked and self.path.exists()):
             return History()
         try:
@@ -120,7 +121,8 @@ class Checkpoint:
             raise fail(f"-resume: {self.path} was written by an older version of hw2-q2.py; "
                        "delete it to start afresh")
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        if optimizer is not None:
+            optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
         if state["cuda_rng"] is not None:
             torch.cuda.set_rng_state(state["cuda_rng"])
@@ -128,9 +130,10 @@ class Checkpoint:
         return History(state["epoch"], state["losses"], state["val_acc"], state["seconds"])
 
     def save(self, history: History, model: torch.nn.Module,
-             optimizer: torch.optim.Optimizer) -> None:
+             optimizer: torch.optim.Optimizer | None = None) -> None:
         utils.save_checkpoint({
-            **asdict(history), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            **asdict(history), "model": model.state_dict(),
+            "optimizer": optimizer.state_dict() if optimizer else None,
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state() if self.cuda else None,
             "identity": self.identity, "format": CHECKPOINT_FORMAT}, self.path)

@@ -4,8 +4,10 @@ the two networks in parallel processes (hw2-q2.py -sweep -jobs 2).
 At batch 8 every kernel of the CNN is tiny, so a step costs mostly Python, dispatch and
 autograd overhead. `SideBySideCNN` holds R copies of the CNN as one grouped network (conv1
 with R x 8 output channels, conv2 as a grouped convolution, the linear layers as batched
-matrix products), so R runs pay that overhead once per step. It trains with autograd and
-`torch.optim.SGD`, and makes the handed-out loop's updates for each run:
+matrix products), so R runs pay that overhead once per step, and its `sgd_step` writes the
+backward pass out with public functions (`torch.nn.grad.conv2d_input` / `conv2d_weight`,
+`F.max_unpool2d`, ReLU masks), so no autograd graph is built. It makes the handed-out loop's
+updates for each run:
 
 - the same initial weights: every copy is the CNN built right after seeding;
 - the same batches: a `DataLoader(shuffle=True)` over the indices draws its permutation from
@@ -13,16 +15,15 @@ matrix products), so R runs pay that overhead once per step. It trains with auto
   class, making the same draws);
 - the same dropout mask for every copy, the one a single CNN draws: `F.dropout` on a
   (batch, 320) tensor, the call `nn.Dropout` makes, so the RNG stream is a single run's;
-- the same update: SGD with learning rate 1 on sum_r lr_r (L_r + l2/2 |theta_r|^2) moves
-  copy r by lr_r (dL_r/dtheta_r + l2 theta_r), the step `torch.optim.SGD(lr=lr_r,
-  weight_decay=l2)` makes, because the copies share no parameter.
+- the same update: copy r takes `torch.optim.SGD(lr=lr_r, weight_decay=l2)`'s step.
 
-The results equal separate runs of the handed-out loop up to float rounding (tests/test_q2.py).
-Alternatives measured on one thread of the 2-core CPU (issue 16): `torch.func.vmap` over
-`functional_call` with `grad` and `randomness="same"` took about 1.5x the handed-out loop's
-time per run (its batching costs more than it saves at batch 8); the grouped network under
-`torch.compile` (30-40 s of compiling) was 1.4x the handed-out loop's speed per run against
-1.5x without (`python bench/q2_bench.py -threads 1 -compile`).
+The results equal separate runs of the handed-out loop up to float rounding, and each step
+equals autograd with `torch.optim.SGD` on each CNN (tests/test_q2.py). Alternatives measured
+on this 2-core CPU (issue 16): autograd over the grouped network with `torch.optim.SGD` on
+sum_r lr_r L_r (1.6x the handed-out loop per run, 1.5x with -jobs 2, against 2.5x and 3.6x
+written out); `torch.func.vmap` over `functional_call` with `grad` and `randomness="same"`
+(slower than the handed-out loop itself at batch 8); `sgd_step` under `torch.compile`
+(slower than without: `python bench/q2_bench.py -compile`).
 """
 from __future__ import annotations
 
@@ -31,11 +32,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.grad import conv2d_input, conv2d_weight
 from torch.utils.data import DataLoader
 
 from q2_runs import (Checkpoint, History, config_name, finished_run_path, load_finished_run, run_identity,
@@ -51,7 +54,7 @@ def stacked_layout(name: str, tensor: torch.Tensor) -> torch.Tensor:
 
 class SideBySideCNN(nn.Module):
     """R copies of hw2-q2.py's CNN as one network: forward maps (B, 784) images to the
-    log-probabilities of every copy, (R, B, 4)."""
+    log-probabilities of every copy, (R, B, 4); `sgd_step` trains all copies on a batch."""
 
     def __init__(self, models: list[nn.Module]):
         super().__init__()
@@ -65,29 +68,98 @@ class SideBySideCNN(nn.Module):
             self.register_parameter(name.replace(".", "_"), nn.Parameter(stacked.contiguous()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_pass(x)[0]
+
+    def forward_pass(self, x: torch.Tensor) -> tuple[torch.Tensor, SimpleNamespace]:
+        """The log-probabilities and the activations `sgd_step`'s backward pass reads."""
         r, b, size = self.n_copies, x.shape[0], 28 // self.stride
+        a = SimpleNamespace(patches=conv1_patches(x, self.stride))
         # conv1 (one input channel) as one matrix product over the 3x3 patches; its output
         # comes out channels-last, which PyTorch's CPU max-pooling reads several times faster
-        h = torch.addmm(self.conv1_bias.view(-1), conv1_patches(x, self.stride),
-                        self.conv1_weight.view(r * 8, 9).t())
-        h = self.pool_relu(h.view(b, size, size, r * 8).permute(0, 3, 1, 2))
-        h = F.conv2d(h, self.conv2_weight.flatten(0, 1), self.conv2_bias.flatten(),
-                     stride=self.stride, groups=r)
-        h = self.pool_relu(h).reshape(b, r, 16 * 6 * 6).transpose(0, 1)  # each CNN's flatten
-        h = F.relu(torch.baddbmm(self.fc1_bias[:, None], h, self.fc1_weight))
+        z1 = torch.addmm(self.conv1_bias.view(-1), a.patches.t(),
+                         self.conv1_weight.view(r * 8, 9).t())
+        a.h1, a.pool1 = self.pool_relu(z1.view(b, size, size, r * 8).permute(0, 3, 1, 2))
+        z2 = F.conv2d(a.h1, self.conv2_weight.flatten(0, 1), self.conv2_bias.flatten(),
+                      stride=self.stride, groups=r)
+        a.h2, a.pool2 = self.pool_relu(z2)
+        a.x3 = a.h2.reshape(b, r, 16 * 6 * 6).transpose(0, 1)  # each CNN's flatten
+        a.h3 = F.relu(torch.baddbmm(self.fc1_bias[:, None], a.x3, self.fc1_weight))
         # one mask for all copies, drawn by the very call CNN's nn.Dropout makes
-        h = h * F.dropout(h.new_ones(h.shape[1:]), self.dropout_prob, self.training)
-        h = F.relu(torch.baddbmm(self.fc2_bias[:, None], h, self.fc2_weight))
-        return F.log_softmax(torch.baddbmm(self.fc3_bias[:, None], h, self.fc3_weight), dim=-1)
+        a.mask = F.dropout(a.h3.new_ones(a.h3.shape[1:]), self.dropout_prob, self.training)
+        a.x4 = a.h3 * a.mask
+        a.h4 = F.relu(torch.baddbmm(self.fc2_bias[:, None], a.x4, self.fc2_weight))
+        logits = torch.baddbmm(self.fc3_bias[:, None], a.h4, self.fc3_weight)
+        return F.log_softmax(logits, dim=-1), a
 
-    def pool_relu(self, z: torch.Tensor) -> torch.Tensor:
+    def pool_relu(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """CNN's ReLU then 2x2 max-pooling, computed as pooling then ReLU: the same values and
-        gradients (ReLU is monotone), with the ReLU on a quarter of the elements."""
-        return F.relu(z if self.no_maxpool else F.max_pool2d(z, kernel_size=2))
+        gradients (ReLU is monotone), with the ReLU on a quarter of the elements. Returns the
+        map and the pooling indices (None without pooling)."""
+        if self.no_maxpool:
+            return F.relu(z), None
+        pooled, indices = F.max_pool2d(z, kernel_size=2, return_indices=True)
+        return F.relu(pooled), indices
 
-    def squared_norms(self) -> torch.Tensor:
-        """|theta_r|^2 of every copy, (R,)."""
-        return sum(p.square().flatten(1).sum(dim=1) for p in self.parameters())
+    @torch.no_grad()
+    def sgd_step(self, x: torch.Tensor, y: torch.Tensor, learning_rates: torch.Tensor,
+                 l2_decay: float = 0.0) -> torch.Tensor:
+        """One SGD step of every copy on the batch: copy r makes torch.optim.SGD(lr=lr_r,
+        weight_decay=l2_decay)'s update, p <- p - lr_r (dL_r/dp + l2_decay p), L_r its mean
+        NLL loss. Returns the losses L_r, (R,).
+
+        The backward pass is written out: at batch 8 autograd's bookkeeping is a large share
+        of a step, and written out, each layer's update goes into its weights as soon as the
+        gradient for the layer below has been computed from them. The output gradient is
+        scaled by lr_r first, so every later gradient is already copy r's step."""
+        r, b = self.n_copies, x.shape[0]
+        log_probs, a = self.forward_pass(x)
+        target = y.expand(r, b).unsqueeze(2)
+        losses = -log_probs.gather(2, target).squeeze(2).mean(dim=1)
+        grad = log_probs.exp().scatter_add_(2, target, log_probs.new_full((r, b, 1), -1.0))
+        grad.mul_((learning_rates / b).view(r, 1, 1))  # lr_r d L_r / d logits
+        decay = 1 - learning_rates * l2_decay if l2_decay else None
+        grad = self.linear_backward("fc3", a.h4, grad, decay).masked_fill_(a.h4 <= 0, 0)
+        grad = self.linear_backward("fc2", a.x4, grad, decay).mul_(a.mask) \
+            .masked_fill_(a.h3 <= 0, 0)  # through dropout and ReLU
+        grad = self.linear_backward("fc1", a.x3, grad, decay)
+        grad = self.pool_relu_backward(grad.transpose(0, 1).reshape(a.h2.shape), a.h2, a.pool2)
+        grad = self.conv2_backward(a.h1, grad, decay)
+        grad = self.pool_relu_backward(grad, a.h1, a.pool1)
+        grad = grad.permute(0, 2, 3, 1).reshape(-1, r * 8)  # (B*H*W, R*8), as conv1 computed
+        sgd_update(self.conv1_weight, torch.mm(a.patches, grad).t(), decay)
+        sgd_update(self.conv1_bias, grad.sum(dim=0), decay)
+        return losses
+
+    def linear_backward(self, name: str, inputs: torch.Tensor, grad: torch.Tensor,
+                        decay: torch.Tensor | None) -> torch.Tensor:
+        """The gradient at the inputs of linear layer `name` from the one at its outputs,
+        (R, B, out); then the layer's update, W -= x^T grad in one pass over W."""
+        weight, bias = getattr(self, f"{name}_weight"), getattr(self, f"{name}_bias")
+        input_grad = torch.bmm(grad, weight.transpose(1, 2))
+        if decay is not None:
+            weight.mul_(decay.view(-1, 1, 1))
+        weight.baddbmm_(inputs.transpose(1, 2), grad, alpha=-1)
+        sgd_update(bias, grad.sum(dim=1), decay)
+        return input_grad
+
+    def conv2_backward(self, inputs: torch.Tensor, grad: torch.Tensor,
+                       decay: torch.Tensor | None) -> torch.Tensor:
+        """The gradient at conv2's inputs, then conv2's update."""
+        weight, groups = self.conv2_weight.flatten(0, 1), self.n_copies
+        input_grad = conv2d_input(inputs.shape, weight, grad, stride=self.stride, groups=groups)
+        sgd_update(self.conv2_weight, conv2d_weight(inputs, weight.shape, grad,
+                                                    stride=self.stride, groups=groups), decay)
+        sgd_update(self.conv2_bias, grad.sum(dim=(0, 2, 3)), decay)
+        return input_grad
+
+    def pool_relu_backward(self, grad: torch.Tensor, out: torch.Tensor,
+                           indices: torch.Tensor | None) -> torch.Tensor:
+        """The gradient at z from the one at out, for out, indices = pool_relu(z)."""
+        grad = grad.masked_fill_(out <= 0, 0)
+        if indices is None:
+            return grad
+        return F.max_unpool2d(grad, indices, kernel_size=2,
+                              output_size=(2 * out.shape[2], 2 * out.shape[3]))
 
     def copy_state_dict(self, r: int) -> dict[str, torch.Tensor]:
         """Copy r's weights as a CNN state dict."""
@@ -95,37 +167,30 @@ class SideBySideCNN(nn.Module):
                 for name, p in self.named_parameters()}
 
 
+def sgd_update(param: torch.Tensor, step: torch.Tensor, decay: torch.Tensor | None) -> None:
+    """param <- decay_r param - step for every copy r; `step` holds the copies' steps in any
+    shape with R x param[0].numel() elements."""
+    if decay is not None:
+        param.mul_(decay.view(-1, *[1] * (param.dim() - 1)))
+    param.sub_(step.reshape(param.shape))
+
+
 def conv1_patches(x: torch.Tensor, stride: int) -> torch.Tensor:
-    """(B, 784) images -> (B*H*W, 9): the 3x3 patches conv1 (padding 1) sees."""
+    """(B, 784) images -> (9, B*H*W): the 3x3 patches conv1 (padding 1) sees, one row per
+    kernel tap, so that conv1 is one matrix product and its weight gradient another."""
     b, size = x.shape[0], 28 // stride
     padded = F.pad(x.view(b, 28, 28), (1, 1, 1, 1))
-    return padded.as_strided((b, size, size, 3, 3), (900, 30 * stride, stride, 30, 1)) \
-        .reshape(-1, 9)
+    return padded.as_strided((3, 3, b, size, size), (30, 1, 900, 30 * stride, stride)) \
+        .reshape(9, -1)
 
 
-def train_batch(X: torch.Tensor, y: torch.Tensor, model: SideBySideCNN,
-                optimizer: torch.optim.SGD, learning_rates: torch.Tensor,
-                l2_decay: float = 0.0) -> torch.Tensor:
-    """One SGD step of every copy on the batch (`optimizer` has learning rate 1, see the
-    module's docstring); returns each copy's mean NLL loss, (R,)."""
-    optimizer.zero_grad()
-    log_probs = model(X)
-    losses = F.nll_loss(log_probs.flatten(0, 1), y.repeat(model.n_copies),
-                        reduction="none").view(model.n_copies, -1).mean(dim=1)
-    objective = losses + l2_decay / 2 * model.squared_norms() if l2_decay else losses
-    (learning_rates * objective).sum().backward()
-    optimizer.step()
-    return losses.detach()
-
-
-def train_epoch(model: SideBySideCNN, optimizer: torch.optim.SGD, X: torch.Tensor,
-                y: torch.Tensor, learning_rates: torch.Tensor, l2_decay: float,
-                batch_size: int) -> torch.Tensor:
+def train_epoch(model: SideBySideCNN, X: torch.Tensor, y: torch.Tensor,
+                learning_rates: torch.Tensor, l2_decay: float, batch_size: int) -> torch.Tensor:
     """One epoch in the handed-out loop's batch order; every batch loss, (R, batches)."""
     model.train()
     batches = DataLoader(range(len(X)), batch_size=batch_size, shuffle=True)
-    return torch.stack([train_batch(X[i], y[i], model, optimizer, learning_rates, l2_decay)
-                        for i in batches], dim=1)
+    return torch.stack([model.sgd_step(X[i], y[i], learning_rates, l2_decay) for i in batches],
+                       dim=1)
 
 
 def train_side_by_side(learning_rates: list[float], model: nn.Module, args: argparse.Namespace,
@@ -136,20 +201,18 @@ def train_side_by_side(learning_rates: list[float], model: nn.Module, args: argp
     (SGD only); validation runs through `model` loaded with each copy's weights. Returns the
     history and each copy's final weights."""
     copies = SideBySideCNN([model] * len(learning_rates))
-    optimizer = torch.optim.SGD(copies.parameters(), lr=1.0)  # the rates weight the losses
     rates = torch.tensor(learning_rates, device=args.device)
     names = [config_name(lr, args, model.no_maxpool) for lr in learning_rates]
-    history = checkpoint.resume(copies, optimizer)
+    history = checkpoint.resume(copies)
     for _ in range(history.epoch, args.epochs):
         with Timer() as timer:
-            losses = train_epoch(copies, optimizer, *splits["train"], rates, args.l2_decay,
-                                 args.batch_size)
+            losses = train_epoch(copies, *splits["train"], rates, args.l2_decay, args.batch_size)
             accuracies = []
             for r in range(len(learning_rates)):
                 model.load_state_dict(copies.copy_state_dict(r))
                 accuracies.append(evaluate(model, *splits["dev"]))
         history.record(losses, accuracies, timer.seconds, names)
-        checkpoint.save(history, copies, optimizer)
+        checkpoint.save(history, copies)
     return history, [copies.copy_state_dict(r) for r in range(len(learning_rates))]
 
 

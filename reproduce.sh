@@ -7,7 +7,7 @@ python hw2-q1.py
 [ -f data/octmnist.npz ] || python download_octmnist.py -data_dir data \
   || python download_octmnist.py -data_dir data -synthetic
 python hw2-q2.py -data_dir data -sweep -resume -jobs 2
-python bench/q2_bench.py  # the loop's speed-up and agreement, quoted in the report
+python bench/q2_bench.py -compile  # the loop's speed-up and agreement, quoted in the report
 # Q3: the real corpus, else the offline synthetic one (needs espeak-ng and flite); the genuine
 # recordings in $HW2_DATA_DIR/LJSpeech-1.1, if any, are scored apart
 [ -f data/LJSpeech-1.1/metadata.csv ] || python download_ljspeech.py -data_dir data \

@@ -11,17 +11,19 @@ Every way trains the Q2 networks from the same seed on the same images for the s
                  (q2_sweep.py), per run;
   two_processes  `hw2-q2.py -sweep -jobs 2`: both networks at once in two 1-thread processes,
                  per run;
-  compiled       with -compile: side_by_side's training steps with the grouped network under
+  compiled       with -compile: side_by_side's training step (SideBySideCNN.sgd_step) under
                  torch.compile (timed after compiling; its dropout masks come from inductor's
                  RNG, so it is not compared).
-It prints milliseconds per step and run with the speed-up over handed_out, and how far each
-side-by-side run's final weights and per-step losses are from its handed-out run (same batches
-and dropout masks, so they differ by float rounding only; over many steps at a large learning
-rate SGD amplifies rounding, so it also prints, for scale, how far the handed-out loop drifts
-from itself when only its convolution kernel changes). Writes report/results/q2-bench.json
+It prints milliseconds per step and run (the fastest of -repeats timings of each way) with the
+speed-up over handed_out, and how far each side-by-side run's final weights and per-step losses
+are from its handed-out run (same batches and dropout masks, so they differ by float rounding
+only; over many steps at a large learning rate SGD amplifies rounding, so it also prints, for
+scale, how far the handed-out loop drifts from itself when only its convolution kernel
+changes). Writes report/results/q2-bench.json
 (under -out_dir if given); report/src/closing.md's Appendix C quotes it.
 
-    python bench/q2_bench.py [-train 4000] [-val 450] [-epochs 2] [-threads N] [-compile]
+    python bench/q2_bench.py [-train 4000] [-val 450] [-epochs 2] [-repeats 3] [-threads N]
+                             [-compile]
 """
 from __future__ import annotations
 
@@ -112,13 +114,12 @@ def repo_runs(lrs: list[float], splits: dict, epochs: int, seed: int, no_maxpool
 
 def compiled_runs(lrs: list[float], splits: dict, epochs: int, seed: int, no_maxpool: bool
                   ) -> None:
-    """The side-by-side training steps with the grouped network under torch.compile."""
+    """The side-by-side training steps under torch.compile."""
     configure_seed(seed)
     copies = q2_sweep.SideBySideCNN([q2.CNN(0.7, no_maxpool=no_maxpool)] * len(lrs))
-    copies.forward = torch.compile(copies.forward)
-    optimizer = torch.optim.SGD(copies.parameters(), lr=1.0)
+    copies.sgd_step = torch.compile(copies.sgd_step)
     for _ in range(epochs):
-        q2_sweep.train_epoch(copies, optimizer, *splits["train"], torch.tensor(lrs), 0.0, 8)
+        q2_sweep.train_epoch(copies, *splits["train"], torch.tensor(lrs), 0.0, 8)
 
 
 def synthetic_split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,15 +148,9 @@ def onednn_off():
         torch.backends.mkldnn.enabled = enabled
 
 
-def timed(fn, *args, **kwargs):
-    """fn(*args) and the seconds it took."""
-    with Timer() as timer:
-        result = fn(*args, **kwargs)
-    return result, timer.seconds
-
-
 def sweep_in_two_processes(args: argparse.Namespace) -> float:
-    """Seconds for both networks' three runs, in two 1-thread processes at once."""
+    """Seconds for both networks' three runs in two 1-thread processes at once (each process
+    times its own training, leaving out its start-up)."""
     command = [sys.executable, __file__, "-train", str(args.train), "-val", str(args.val),
                "-epochs", str(args.epochs), "-seed", str(args.seed), "-worker"]
     workers = [subprocess.Popen(command + [variant], stdout=subprocess.PIPE, text=True)
@@ -164,41 +159,71 @@ def sweep_in_two_processes(args: argparse.Namespace) -> float:
 
 
 def measure(splits: dict, args: argparse.Namespace, steps: int) -> dict:
-    """Time every way for both networks, print the tables, return the numbers."""
+    """Time every way for both networks, print the tables, return the numbers. Each way is
+    timed -repeats times and its fastest time counts (on a shared machine a run is only ever
+    slowed down by others); the ways take turns, so that a slow spell falls on all of them."""
     small = {k: (x[:64], y[:64]) for k, (x, y) in splits.items()}  # one-time setup costs
     handed_out_run(0.01, small, 1, args.seed)
     repo_runs(LEARNING_RATES, small, 1, args.seed)
     run = (splits, args.epochs, args.seed)
-    seconds, agreement = {}, {}
-    for variant, no_maxpool in VARIANTS.items():
-        handed = {lr: timed(handed_out_run, lr, *run, no_maxpool) for lr in LEARNING_RATES}
-        single, single_time = timed(repo_runs, [0.01], *run, no_maxpool)
-        stacked, stacked_time = timed(repo_runs, LEARNING_RATES, *run, no_maxpool)
-        seconds[variant] = {"handed_out": np.mean([t for _, t in handed.values()]),
-                            "one_run": single_time,
-                            "side_by_side": stacked_time / len(LEARNING_RATES)}
-        if args.compile:
+    seconds: dict[str, dict[str, float]] = {v: {} for v in [*VARIANTS, "both"]}
+    trained = {}
+
+    def keep_fastest(variant: str, way: str, time: float) -> None:
+        seconds[variant][way] = min(seconds[variant].get(way, float("inf")), time)
+
+    def clock(variant: str, way: str, fn, *fn_args) -> None:
+        with Timer() as timer:
+            trained[variant, way] = fn(*fn_args)
+        keep_fastest(variant, way, timer.seconds)
+
+    for _ in range(args.repeats):
+        for variant, no_maxpool in VARIANTS.items():
+            for lr in LEARNING_RATES:
+                clock(variant, f"handed_out lr {lr}", handed_out_run, lr, *run, no_maxpool)
+            clock(variant, "one_run", repo_runs, [0.01], *run, no_maxpool)
+            clock(variant, "side_by_side", repo_runs, LEARNING_RATES, *run, no_maxpool)
+        keep_fastest("both", "two_processes", sweep_in_two_processes(args))
+    if args.compile:  # last, so that nothing else runs after torch.compile in this process
+        for variant, no_maxpool in VARIANTS.items():
             compiled_runs(LEARNING_RATES, small, 1, args.seed, no_maxpool)  # compiles
-            compiled_time = timed(compiled_runs, LEARNING_RATES, *run, no_maxpool)[1]
-            seconds[variant]["compiled"] = compiled_time / len(LEARNING_RATES)
-        rounding = []
-        for lr in LEARNING_RATES:
-            with onednn_off():
-                rounding.append(drift(*handed_out_run(lr, *run, no_maxpool), 0, handed[lr][0]))
-        agreement[variant] = {
-            "agreement_one_run_lr_0_01": drift(*single, 0, handed[0.01][0]),
-            "agreement_side_by_side": [drift(*stacked, r, handed[lr][0])
+            for _ in range(args.repeats):
+                clock(variant, "compiled", compiled_runs, LEARNING_RATES, *run, no_maxpool)
+    per_run = {v: per_run_seconds(seconds[v]) for v in VARIANTS}
+    per_run["both"] = {k: np.mean([per_run[v][k] for v in VARIANTS]) for k in per_run["max-pool"]}
+    per_run["both"]["two_processes"] = seconds["both"]["two_processes"] / (2 * len(LEARNING_RATES))
+    agreement = {variant: agreement_with_handed_out(trained, variant, no_maxpool, run)
+                 for variant, no_maxpool in VARIANTS.items()}
+    print_tables(per_run, agreement, steps)
+    return {"ms_per_step": {v: {k: t / steps * 1e3 for k, t in d.items()}
+                            for v, d in per_run.items()},
+            "speed_up": {v: {k: d["handed_out"] / t for k, t in d.items()}
+                         for v, d in per_run.items()},
+            "agreement": agreement}
+
+
+def per_run_seconds(seconds: dict[str, float]) -> dict[str, float]:
+    """One network's timings per run: the handed-out loop's mean over the learning rates, the
+    side-by-side ways' time divided by the runs they train."""
+    per_run = {"handed_out": np.mean([seconds[f"handed_out lr {lr}"] for lr in LEARNING_RATES]),
+               "one_run": seconds["one_run"]}
+    per_run.update({k: seconds[k] / len(LEARNING_RATES) for k in ("side_by_side", "compiled")
+                    if k in seconds})
+    return per_run
+
+
+def agreement_with_handed_out(trained: dict, variant: str, no_maxpool: bool, run: tuple) -> dict:
+    """How far hw2-q2.py's runs ended from the handed-out ones, and for scale how far the
+    handed-out loop ends from itself with oneDNN off."""
+    handed = {lr: trained[variant, f"handed_out lr {lr}"] for lr in LEARNING_RATES}
+    rounding = []
+    for lr in LEARNING_RATES:
+        with onednn_off():
+            rounding.append(drift(*handed_out_run(lr, *run, no_maxpool), 0, handed[lr]))
+    return {"agreement_one_run_lr_0_01": drift(*trained[variant, "one_run"], 0, handed[0.01]),
+            "agreement_side_by_side": [drift(*trained[variant, "side_by_side"], r, handed[lr])
                                        for r, lr in enumerate(LEARNING_RATES)],
             "rounding_alone": rounding}
-    seconds["both"] = {k: np.mean([seconds[v][k] for v in VARIANTS])
-                       for k in seconds["max-pool"]}
-    seconds["both"]["two_processes"] = sweep_in_two_processes(args) / (2 * len(LEARNING_RATES))
-    print_tables(seconds, agreement, steps)
-    return {"ms_per_step": {v: {k: t / steps * 1e3 for k, t in d.items()}
-                            for v, d in seconds.items()},
-            "speed_up": {v: {k: d["handed_out"] / t for k, t in d.items()}
-                         for v, d in seconds.items()},
-            "agreement": agreement}
 
 
 def print_tables(seconds: dict, agreement: dict, steps: int) -> None:
@@ -237,6 +262,9 @@ def main() -> None:
     parser.add_argument("-val", type=positive_int, default=450,
                         help="validation images (default: %(default)s, OCTMNIST's 9:1 ratio)")
     parser.add_argument("-epochs", type=positive_int, default=2, help="default: %(default)s")
+    parser.add_argument("-repeats", type=positive_int, default=3,
+                        help="times each way is timed; the fastest counts (default: "
+                             "%(default)s)")
     parser.add_argument("-compile", action="store_true",
                         help="also time the side-by-side network under torch.compile")
     parser.add_argument("-worker", choices=list(VARIANTS), help=argparse.SUPPRESS)
@@ -246,8 +274,9 @@ def main() -> None:
     splits = {"train": synthetic_split(args.train, 1), "dev": synthetic_split(args.val, 2)}
     if args.worker:  # one of the two processes of the -jobs 2 sweep: time its three runs
         torch.set_num_threads(1)
-        print(timed(repo_runs, LEARNING_RATES, splits, args.epochs, args.seed,
-                    VARIANTS[args.worker])[1])
+        with Timer() as timer:
+            repo_runs(LEARNING_RATES, splits, args.epochs, args.seed, VARIANTS[args.worker])
+        print(timer.seconds)
         return
     steps = args.epochs * ((args.train + 7) // 8)
     print(f"{args.train} training images, {args.val} validation images, {args.epochs} epochs "

@@ -153,11 +153,12 @@ def table_q2_speed(res: Results) -> str:
     labels = {"handed_out": "handed-out loop (replica), one run at a time",
               "one_run": "this repository, one run",
               "side_by_side": "this repository, the three learning rates side by side",
+              "compiled": "the same under `torch.compile` (timed after compiling)",
               "two_processes": "this repository, `-sweep -jobs 2`: both networks at once in "
                                "two 1-thread processes"}
     rows = [[label] + [f"{ms[v][k]:.2f} ({speed_up[v][k]:.2f}x)" if k in ms[v] else ""
                        for v in ("max-pool", "no max-pool", "both")]
-            for k, label in labels.items()]
+            for k, label in labels.items() if k in ms["both"]]
     return markdown_table(["loop", "max-pool", "no max-pool", "both networks"], rows)
 
 

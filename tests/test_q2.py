@@ -118,6 +118,21 @@ def test_side_by_side_and_one_run_match_the_handed_out_loop():
                                                          "max_loss_diff": 0.0}
 
 
+def test_bench_times_every_way_and_reports_the_agreement(tmp_path):
+    """The bench end to end on a few steps: every way timed, the side-by-side runs within
+    float rounding of the handed-out ones, the results file written."""
+    subprocess.run([sys.executable, str(REPO / "bench" / "q2_bench.py"), "-train", "48", "-val",
+                    "16", "-epochs", "1", "-repeats", "2", "-out_dir", str(tmp_path)],
+                   check=True, capture_output=True)
+    results = json.loads((tmp_path / "report" / "results" / "q2-bench.json").read_text())
+    speed_up = results["results"]["speed_up"]
+    assert set(speed_up["both"]) == {"handed_out", "one_run", "side_by_side", "two_processes"}
+    assert all(v > 0 for d in speed_up.values() for v in d.values())
+    for agreement in results["results"]["agreement"].values():
+        assert agreement["agreement_one_run_lr_0_01"]["max_weight_diff"] == 0.0
+        assert max(d["max_loss_diff"] for d in agreement["agreement_side_by_side"]) < 1e-5
+
+
 def _cnns_with_torch_sgd(no_maxpool, lrs, weight_decay):
     """One CNN per learning rate, all with the same initial weights, each with torch's SGD."""
     torch.manual_seed(0)
@@ -131,12 +146,11 @@ def _cnns_with_torch_sgd(no_maxpool, lrs, weight_decay):
 @pytest.mark.parametrize("no_maxpool", [False, True])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
 def test_side_by_side_step_makes_the_updates_of_torch_sgd_on_each_cnn(no_maxpool, weight_decay):
-    """SGD with learning rate 1 on the rate-weighted losses against torch.optim.SGD on each
-    CNN, with dropout on and ties in the pooling windows."""
+    """sgd_step's written-out backward pass and update against autograd and torch.optim.SGD
+    on each CNN, with dropout on and ties in the pooling windows."""
     lrs = [0.1, 0.01, 0.001]
     models, optimizers = _cnns_with_torch_sgd(no_maxpool, lrs, weight_decay)
     copies = q2_sweep.SideBySideCNN(models)
-    optimizer = torch.optim.SGD(copies.parameters(), lr=1.0)
     x = torch.rand(32, 784)
     x[:, :300] = 0  # a blank wedge: equal activations inside many pooling windows
     y = torch.arange(32) % 4
@@ -147,7 +161,7 @@ def test_side_by_side_step_makes_the_updates_of_torch_sgd_on_each_cnn(no_maxpool
             torch.manual_seed(step)  # the same dropout mask for every run
             expected.append(q2.train_batch(xb, yb, model, opt, torch.nn.NLLLoss()))
         torch.manual_seed(step)
-        losses = q2_sweep.train_batch(xb, yb, copies, optimizer, torch.tensor(lrs), weight_decay)
+        losses = copies.sgd_step(xb, yb, torch.tensor(lrs), weight_decay)
         torch.testing.assert_close(losses, torch.tensor(expected), rtol=1e-5, atol=1e-6)
     for r, model in enumerate(models):
         for name, theirs in model.state_dict().items():
