@@ -133,7 +133,7 @@ class Checkpoint:
              optimizer: torch.optim.Optimizer | None = None) -> None:
         utils.save_checkpoint({
             **asdict(history), "model": model.state_dict(),
-            "optimizer": optimizer.state_dict() if optimizer else None,
+            "optimizer": optimizer.state_dict() if optimizer is not None else None,
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state() if self.cuda else None,
             "identity": self.identity, "format": CHECKPOINT_FORMAT}, self.path)
