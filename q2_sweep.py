@@ -19,11 +19,10 @@ updates for each run:
 
 The results equal separate runs of the handed-out loop up to float rounding, and each step
 equals autograd with `torch.optim.SGD` on each CNN (tests/test_q2.py). Alternatives measured
-on this 2-core CPU (issue 16): autograd over the grouped network with `torch.optim.SGD` on
-sum_r lr_r L_r (1.6x the handed-out loop per run, 1.5x with -jobs 2, against 2.5x and 3.6x
-written out); `torch.func.vmap` over `functional_call` with `grad` and `randomness="same"`
-(slower than the handed-out loop itself at batch 8); `sgd_step` under `torch.compile`
-(slower than without: `python bench/q2_bench.py -compile`).
+on this 2-core CPU and not kept (report, Appendix C): autograd over the grouped network with
+`torch.optim.SGD` on sum_r lr_r L_r; `torch.func.vmap` over `functional_call` with `grad`
+and `randomness="same"`; `sgd_step` under `torch.compile` (`python bench/q2_bench.py
+-compile`).
 """
 from __future__ import annotations
 
@@ -68,6 +67,7 @@ class SideBySideCNN(nn.Module):
             self.register_parameter(name.replace(".", "_"), nn.Parameter(stacked.contiguous()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Every copy's log-probabilities (training goes through `sgd_step`)."""
         return self.forward_pass(x)[0]
 
     def forward_pass(self, x: torch.Tensor) -> tuple[torch.Tensor, SimpleNamespace]:
@@ -133,7 +133,8 @@ class SideBySideCNN(nn.Module):
     def linear_backward(self, name: str, inputs: torch.Tensor, grad: torch.Tensor,
                         decay: torch.Tensor | None) -> torch.Tensor:
         """The gradient at the inputs of linear layer `name` from the one at its outputs,
-        (R, B, out); then the layer's update, W -= x^T grad in one pass over W."""
+        (R, B, out); then the layer's update, W -= x^T grad (one pass over W without weight
+        decay)."""
         weight, bias = getattr(self, f"{name}_weight"), getattr(self, f"{name}_bias")
         input_grad = torch.bmm(grad, weight.transpose(1, 2))
         if decay is not None:
@@ -144,9 +145,13 @@ class SideBySideCNN(nn.Module):
 
     def conv2_backward(self, inputs: torch.Tensor, grad: torch.Tensor,
                        decay: torch.Tensor | None) -> torch.Tensor:
-        """The gradient at conv2's inputs, then conv2's update."""
+        """The gradient at conv2's inputs, then conv2's update. The gradient comes out
+        channels-last as the inputs are (it follows the weight's layout), so that for conv1 it
+        needs no copy."""
         weight, groups = self.conv2_weight.flatten(0, 1), self.n_copies
-        input_grad = conv2d_input(inputs.shape, weight, grad, stride=self.stride, groups=groups)
+        input_grad = conv2d_input(inputs.shape,
+                                  weight.contiguous(memory_format=torch.channels_last), grad,
+                                  stride=self.stride, groups=groups)
         sgd_update(self.conv2_weight, conv2d_weight(inputs, weight.shape, grad,
                                                     stride=self.stride, groups=groups), decay)
         sgd_update(self.conv2_bias, grad.sum(dim=(0, 2, 3)), decay)
@@ -154,8 +159,9 @@ class SideBySideCNN(nn.Module):
 
     def pool_relu_backward(self, grad: torch.Tensor, out: torch.Tensor,
                            indices: torch.Tensor | None) -> torch.Tensor:
-        """The gradient at z from the one at out, for out, indices = pool_relu(z)."""
-        grad = grad.masked_fill_(out <= 0, 0)
+        """The gradient at z from the one at out (which it overwrites), for out, indices =
+        pool_relu(z)."""
+        grad.masked_fill_(out <= 0, 0)
         if indices is None:
             return grad
         return F.max_unpool2d(grad, indices, kernel_size=2,

@@ -11,9 +11,9 @@ Every way trains the Q2 networks from the same seed on the same images for the s
                  (q2_sweep.py), per run;
   two_processes  `hw2-q2.py -sweep -jobs 2`: both networks at once in two 1-thread processes,
                  per run;
-  compiled       with -compile: side_by_side's training step (SideBySideCNN.sgd_step) under
-                 torch.compile (timed after compiling; its dropout masks come from inductor's
-                 RNG, so it is not compared).
+  compiled       with -compile: side_by_side with its training step (SideBySideCNN.sgd_step)
+                 under torch.compile (timed after compiling; its dropout masks come from
+                 inductor's RNG, so it is not compared).
 It prints milliseconds per step and run (the fastest of -repeats timings of each way) with the
 speed-up over handed_out, and how far each side-by-side run's final weights and per-step losses
 are from its handed-out run (same batches and dropout masks, so they differ by float rounding
@@ -112,14 +112,22 @@ def repo_runs(lrs: list[float], splits: dict, epochs: int, seed: int, no_maxpool
     return models, torch.cat(history.losses, dim=1)
 
 
-def compiled_runs(lrs: list[float], splits: dict, epochs: int, seed: int, no_maxpool: bool
-                  ) -> None:
-    """The side-by-side training steps under torch.compile."""
-    configure_seed(seed)
-    copies = q2_sweep.SideBySideCNN([q2.CNN(0.7, no_maxpool=no_maxpool)] * len(lrs))
-    copies.sgd_step = torch.compile(copies.sgd_step)
-    for _ in range(epochs):
-        q2_sweep.train_epoch(copies, *splits["train"], torch.tensor(lrs), 0.0, 8)
+@contextmanager
+def compiled_step():
+    """SideBySideCNN.sgd_step under torch.compile inside the block, so that the compiled way
+    is timed as side_by_side is, validation and checkpoints included."""
+    step = q2_sweep.SideBySideCNN.sgd_step
+    q2_sweep.SideBySideCNN.sgd_step = torch.compile(step)
+    try:
+        yield
+    finally:
+        q2_sweep.SideBySideCNN.sgd_step = step
+
+
+def first_images(splits: dict, n: int = 64) -> dict:
+    """The first n images of every split: a short run to pay one-time setup costs before
+    timing."""
+    return {k: (x[:n], y[:n]) for k, (x, y) in splits.items()}
 
 
 def synthetic_split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,14 +163,17 @@ def sweep_in_two_processes(args: argparse.Namespace) -> float:
                "-epochs", str(args.epochs), "-seed", str(args.seed), "-worker"]
     workers = [subprocess.Popen(command + [variant], stdout=subprocess.PIPE, text=True)
                for variant in VARIANTS]
-    return max(float(worker.communicate()[0].split()[-1]) for worker in workers)
+    outputs = [worker.communicate()[0] for worker in workers]
+    if any(worker.returncode for worker in workers):
+        raise SystemExit("bench/q2_bench.py: a -worker process failed (its error is above)")
+    return max(float(output.split()[-1]) for output in outputs)
 
 
 def measure(splits: dict, args: argparse.Namespace, steps: int) -> dict:
     """Time every way for both networks, print the tables, return the numbers. Each way is
     timed -repeats times and its fastest time counts (on a shared machine a run is only ever
     slowed down by others); the ways take turns, so that a slow spell falls on all of them."""
-    small = {k: (x[:64], y[:64]) for k, (x, y) in splits.items()}  # one-time setup costs
+    small = first_images(splits)
     handed_out_run(0.01, small, 1, args.seed)
     repo_runs(LEARNING_RATES, small, 1, args.seed)
     run = (splits, args.epochs, args.seed)
@@ -184,11 +195,12 @@ def measure(splits: dict, args: argparse.Namespace, steps: int) -> dict:
             clock(variant, "one_run", repo_runs, [0.01], *run, no_maxpool)
             clock(variant, "side_by_side", repo_runs, LEARNING_RATES, *run, no_maxpool)
         keep_fastest("both", "two_processes", sweep_in_two_processes(args))
-    if args.compile:  # last, so that nothing else runs after torch.compile in this process
-        for variant, no_maxpool in VARIANTS.items():
-            compiled_runs(LEARNING_RATES, small, 1, args.seed, no_maxpool)  # compiles
-            for _ in range(args.repeats):
-                clock(variant, "compiled", compiled_runs, LEARNING_RATES, *run, no_maxpool)
+    if args.compile:  # last: the other ways are timed before this process ever compiles
+        with compiled_step():
+            for variant, no_maxpool in VARIANTS.items():
+                repo_runs(LEARNING_RATES, small, 1, args.seed, no_maxpool)  # compiles
+                for _ in range(args.repeats):
+                    clock(variant, "compiled", repo_runs, LEARNING_RATES, *run, no_maxpool)
     per_run = {v: per_run_seconds(seconds[v]) for v in VARIANTS}
     per_run["both"] = {k: np.mean([per_run[v][k] for v in VARIANTS]) for k in per_run["max-pool"]}
     per_run["both"]["two_processes"] = seconds["both"]["two_processes"] / (2 * len(LEARNING_RATES))
@@ -274,6 +286,7 @@ def main() -> None:
     splits = {"train": synthetic_split(args.train, 1), "dev": synthetic_split(args.val, 2)}
     if args.worker:  # one of the two processes of the -jobs 2 sweep: time its three runs
         torch.set_num_threads(1)
+        repo_runs(LEARNING_RATES, first_images(splits), 1, args.seed, VARIANTS[args.worker])
         with Timer() as timer:
             repo_runs(LEARNING_RATES, splits, args.epochs, args.seed, VARIANTS[args.worker])
         print(timer.seconds)

@@ -74,7 +74,9 @@ def test_side_by_side_cnn_equals_each_cnn_including_dropout(no_maxpool):
 
 
 @pytest.mark.parametrize("no_maxpool", [False, True])
-def test_side_by_side_gradients_equal_cnn_gradients_with_ties_in_the_pools(no_maxpool):
+def test_side_by_side_autograd_gradients_equal_cnn_gradients_with_ties_in_the_pools(no_maxpool):
+    """forward_pass is differentiable and matches each CNN's gradients (sgd_step's written-out
+    backward pass is checked against torch.optim.SGD below)."""
     torch.manual_seed(0)
     model = q2.CNN(0.7, no_maxpool=no_maxpool).eval()
     copies = q2_sweep.SideBySideCNN([model]).eval()
@@ -144,16 +146,17 @@ def _cnns_with_torch_sgd(no_maxpool, lrs, weight_decay):
 
 
 @pytest.mark.parametrize("no_maxpool", [False, True])
-@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.5])
 def test_side_by_side_step_makes_the_updates_of_torch_sgd_on_each_cnn(no_maxpool, weight_decay):
     """sgd_step's written-out backward pass and update against autograd and torch.optim.SGD
-    on each CNN, with dropout on and ties in the pooling windows."""
+    on each CNN, with dropout on, ties in the pooling windows, a strong weight decay and a
+    short last batch (as OCTMNIST's 97,477 training images end with 5)."""
     lrs = [0.1, 0.01, 0.001]
     models, optimizers = _cnns_with_torch_sgd(no_maxpool, lrs, weight_decay)
     copies = q2_sweep.SideBySideCNN(models)
-    x = torch.rand(32, 784)
+    x = torch.rand(29, 784)
     x[:, :300] = 0  # a blank wedge: equal activations inside many pooling windows
-    y = torch.arange(32) % 4
+    y = torch.arange(29) % 4
     for step in range(4):
         xb, yb = x[8 * step:8 * (step + 1)], y[8 * step:8 * (step + 1)]
         expected = []
