@@ -152,7 +152,8 @@ def table_q2_speed(res: Results) -> str:
     ms, speed_up = (res.get("q2-bench", f"results.{k}") for k in ("ms_per_step", "speed_up"))
     labels = {"handed_out": "handed-out loop (replica), one run at a time",
               "one_run": "this repository, one run",
-              "side_by_side": "this repository, the three learning rates side by side",
+              "side_by_side": "this repository, the three learning rates side by side in one "
+                              "process",
               "compiled": "the same under `torch.compile` (timed after compiling)",
               "two_processes": "this repository, `-sweep -jobs 2`: both networks at once in "
                                "two 1-thread processes"}
