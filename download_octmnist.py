@@ -30,8 +30,8 @@ def write_synthetic(target: Path, seed: int) -> None:
     tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp.npz")  # unique per process
     np.savez(tmp, **arrays)
     description = (f"{SYNTHETIC_MARK.decode()}: procedural OCT B-scans (octgen.py v"
-                   f"{octgen.GENERATOR_VERSION}), seed {seed}, severity power {octgen.SEVERITY_POWER}; "
-                   "NOT the real OCTMNIST")
+                   f"{octgen.GENERATOR_VERSION}), seed {seed}, severity power "
+                   f"{octgen.SEVERITY_POWER}; NOT the real OCTMNIST")
     with zipfile.ZipFile(tmp, "a") as archive:
         archive.comment = description.encode()
     tmp.replace(target)

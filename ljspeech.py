@@ -12,8 +12,8 @@ same layout): `<root>/LJSpeech-1.1/metadata.csv` (id|text|normalized text) and `
   transform's settings and the audio file's size and mtime.
 * `TokenVectorizer` is the handed-out 35-symbol vectorizer.
 * `FeatureBank` holds a split's features and tokens in memory (or on the GPU) once they are
-  computed, and cuts padded batches out of it (to the handed-out 2754 frames or to the batch's longest clip,
-  with the true lengths) without a file read or a per-clip loop;
+  computed, and cuts padded batches out of it (to the handed-out 2754 frames or to the batch's
+  longest clip, with the true lengths) without a file read or a per-clip loop;
   `ClipBatches` draws the batches of each epoch from the seed and the epoch alone (so a run
   resumes exactly), either shuffled as handed out or grouped by length.
 All callables are module-level classes, so DataLoader workers can pickle them under "spawn".

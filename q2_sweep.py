@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from torch.nn.grad import conv2d_input, conv2d_weight
 from torch.utils.data import DataLoader
 
-from q2_runs import (Checkpoint, History, config_name, finished_run_path, load_finished_run, run_identity,
-                     save_finished_run)
+from q2_runs import (Checkpoint, History, config_name, finished_run_path, load_finished_run,
+                     run_identity, save_finished_run)
 from utils import Outputs, Timer, fail, plot_lines
 
 
@@ -137,8 +137,7 @@ class SideBySideCNN(nn.Module):
         decay)."""
         weight, bias = getattr(self, f"{name}_weight"), getattr(self, f"{name}_bias")
         input_grad = torch.bmm(grad, weight.transpose(1, 2))
-        if decay is not None:
-            weight.mul_(decay.view(-1, 1, 1))
+        apply_decay(weight, decay)
         weight.baddbmm_(inputs.transpose(1, 2), grad, alpha=-1)
         sgd_update(bias, grad.sum(dim=1), decay)
         return input_grad
@@ -173,11 +172,16 @@ class SideBySideCNN(nn.Module):
                 for name, p in self.named_parameters()}
 
 
+def apply_decay(param: torch.Tensor, decay: torch.Tensor | None) -> None:
+    """param <- decay_r param for every copy r (weight decay's part of the SGD step)."""
+    if decay is not None:
+        param.mul_(decay.view(-1, *[1] * (param.dim() - 1)))
+
+
 def sgd_update(param: torch.Tensor, step: torch.Tensor, decay: torch.Tensor | None) -> None:
     """param <- decay_r param - step for every copy r; `step` holds the copies' steps in any
     shape with R x param[0].numel() elements."""
-    if decay is not None:
-        param.mul_(decay.view(-1, *[1] * (param.dim() - 1)))
+    apply_decay(param, decay)
     param.sub_(step.reshape(param.shape))
 
 

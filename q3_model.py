@@ -242,8 +242,8 @@ class SpeechToText(nn.Module):
                  statement_norm: bool = False):
         super().__init__()
         self.max_text_len, self.decoder_type = max_text_len, decoder
-        self._enc = AudioEncoderTransformer(encoder_layers, n_mels, ENCODER_TIME, hidden_dim, n_heads,
-                                            feed_fwd_dim, statement_norm)
+        self._enc = AudioEncoderTransformer(encoder_layers, n_mels, ENCODER_TIME, hidden_dim,
+                                            n_heads, feed_fwd_dim, statement_norm)
         kwargs = dict(freq_dim=n_vocab, time_dim=max_text_len, hidden_dim=hidden_dim,
                       n_heads=n_heads, feed_fwd_dim=feed_fwd_dim, statement_norm=statement_norm)
         if decoder == "lstm":

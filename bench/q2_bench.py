@@ -49,7 +49,7 @@ from utils import Timer, configure_seed, positive_int, write_results  # noqa: E4
 
 q2 = utils.load_script("hw2-q2.py")
 
-LEARNING_RATES = [0.1, 0.01, 0.001]
+LEARNING_RATES = list(q2.LEARNING_RATES)
 VARIANTS = {"max-pool": False, "no max-pool": True}
 
 

@@ -273,7 +273,8 @@ def test_loader_follows_handed_out_conventions(small_synthetic):
                                       .astype(np.float32))
     test_y = splits["test"][1]
     assert len(test_y) == 529 and len(splits["test_full"][1]) == 1000
-    assert torch.equal(test_y, torch.arange(4).repeat_interleave(torch.tensor(octmnist.TEST_SUBSET)))
+    subset_labels = torch.arange(4).repeat_interleave(torch.tensor(octmnist.TEST_SUBSET))
+    assert torch.equal(test_y, subset_labels)
     assert info["synthetic"] is True and info["md5"] == octmnist.md5sum(
         small_synthetic / "octmnist.npz")
     assert info["sizes"] == {"train": 200, "dev": 60, "test_full": 1000, "test": 529}
