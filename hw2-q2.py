@@ -284,4 +284,7 @@ def interrupt(signum, frame) -> None:
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
-    main()
+    try:
+        main()
+    except SystemExit as stop:  # -jobs processes share stderr: one error line each
+        utils.exit_in_one_write(stop)

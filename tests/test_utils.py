@@ -70,6 +70,17 @@ def test_fail_is_a_one_line_exit():
     assert isinstance(err, SystemExit) and str(err.code) == "error: missing file x"
 
 
+def test_exit_in_one_write_writes_the_line_at_once_and_keeps_other_exits(monkeypatch):
+    writes = []
+    monkeypatch.setattr(utils.os, "write", lambda fd, data: writes.append((fd, data)))
+    with pytest.raises(SystemExit) as stop:
+        utils.exit_in_one_write(utils.fail("diverged"))
+    assert stop.value.code == 1 and writes == [(2, b"error: diverged\n")]
+    with pytest.raises(SystemExit) as stop:
+        utils.exit_in_one_write(SystemExit(130))  # a status, not a message: passed on as is
+    assert stop.value.code == 130 and len(writes) == 1
+
+
 def test_configure_seed_repeats_torch_draws():
     import torch
     utils.configure_seed(3)
