@@ -124,6 +124,18 @@ def train_one(lr: float, model: CNN, args: argparse.Namespace, data: octmnist.Da
     return history
 
 
+def train_models(learning_rates: list[float], model: CNN, args: argparse.Namespace,
+                 data: octmnist.Data, checkpoint: Checkpoint, names: list[str]
+                 ) -> tuple[History, list[dict[str, torch.Tensor]]]:
+    """Train `model`'s weights at each learning rate: one rate by the handed-out loop, several
+    side by side (q2_sweep.py). Returns the history and each run's final weights."""
+    if len(learning_rates) == 1:
+        history = train_one(learning_rates[0], model, args, data, checkpoint, names[0])
+        return history, [model.state_dict()]
+    return q2_sweep.train_side_by_side(learning_rates, model, args, data.splits, checkpoint,
+                                       names, evaluate)
+
+
 def train_runs(learning_rates: list[float], no_maxpool: bool, args: argparse.Namespace,
                data: octmnist.Data, out: utils.Outputs) -> list[dict]:
     """Train one configuration per learning rate from seed `args.seed`; returns each run's
@@ -133,12 +145,7 @@ def train_runs(learning_rates: list[float], no_maxpool: bool, args: argparse.Nam
     configure_seed(args.seed)
     model = CNN(args.dropout, no_maxpool=no_maxpool).to(args.device)
     with Checkpoint(names, args, identity) as checkpoint:
-        if len(learning_rates) == 1:
-            history = train_one(learning_rates[0], model, args, data, checkpoint, names[0])
-            states = [model.state_dict()]
-        else:
-            history, states = q2_sweep.train_side_by_side(learning_rates, model, args,
-                                                          data.splits, checkpoint, evaluate)
+        history, states = train_models(learning_rates, model, args, data, checkpoint, names)
     losses = torch.stack(history.losses, dim=1)  # (runs, epochs, batches)
     epochs = torch.arange(1, args.epochs + 1)
     running = losses.flatten(1).cumsum(dim=1).view_as(losses)[..., -1] / (losses.shape[2] * epochs)

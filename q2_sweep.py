@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch.nn.grad import conv2d_input, conv2d_weight
 from torch.utils.data import DataLoader
 
-from q2_runs import (Checkpoint, History, config_name, finished_run_path, load_finished_run,
+from q2_runs import (Checkpoint, History, finished_run_path, load_finished_run,
                      run_identity, save_finished_run)
 from utils import Outputs, Timer, fail, plot_lines
 
@@ -204,15 +204,14 @@ def train_epoch(model: SideBySideCNN, X: torch.Tensor, y: torch.Tensor,
 
 
 def train_side_by_side(learning_rates: list[float], model: nn.Module, args: argparse.Namespace,
-                       splits: dict, checkpoint: Checkpoint,
+                       splits: dict, checkpoint: Checkpoint, names: list[str],
                        evaluate: Callable[[nn.Module, torch.Tensor, torch.Tensor], float]
                        ) -> tuple[History, list[dict[str, torch.Tensor]]]:
-    """hw2-q2.py's loop for several learning rates at once, starting from `model`'s weights
-    (SGD only); validation runs through `model` loaded with each copy's weights. Returns the
-    history and each copy's final weights."""
+    """hw2-q2.py's loop for several learning rates at once (the runs `names`), starting from
+    `model`'s weights (SGD only); validation runs through `model` loaded with each copy's
+    weights. Returns the history and each copy's final weights."""
     copies = SideBySideCNN([model] * len(learning_rates))
     rates = torch.tensor(learning_rates, device=args.device)
-    names = [config_name(lr, args, model.no_maxpool) for lr in learning_rates]
     history = checkpoint.resume(copies)
     for _ in range(history.epoch, args.epochs):
         with Timer() as timer:

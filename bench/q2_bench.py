@@ -98,13 +98,8 @@ def repo_runs(lrs: list[float], splits: dict, epochs: int, seed: int, no_maxpool
         model = q2.CNN(args.dropout, no_maxpool=no_maxpool)
         names = [q2.config_name(lr, args, no_maxpool) for lr in lrs]
         with Checkpoint(names, args, identity={}) as checkpoint:
-            if len(lrs) == 1:
-                history = q2.train_one(lrs[0], model, args, octmnist.Data(splits, None, {}),
-                                       checkpoint, names[0])
-                states = [model.state_dict()]
-            else:
-                history, states = q2_sweep.train_side_by_side(lrs, model, args, splits,
-                                                              checkpoint, q2.evaluate)
+            history, states = q2.train_models(lrs, model, args, octmnist.Data(splits, None, {}),
+                                              checkpoint, names)
     models = []
     for state in states:
         models.append(q2.CNN(args.dropout, no_maxpool=no_maxpool))
