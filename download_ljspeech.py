@@ -32,8 +32,10 @@ import torch
 import torchaudio
 from tqdm import tqdm
 
-from ljspeech import SAMPLE_RATE, SPLITS, LJSpeech, parse_metadata
-from utils import DATA_DIR_ENV, Timer, fail, positive_int, resolve_data_dir, seed_value
+from hw2.checkpoints import atomic_write
+from hw2.cli import DATA_DIR_ENV, fail, positive_int, resolve_data_dir, seed_value
+from hw2.ljspeech import SAMPLE_RATE, SPLITS, LJSpeech, parse_metadata
+from hw2.results import Timer
 
 FOLDER = "LJSpeech-1.1"
 MANIFEST = "tts_manifest.tsv"
@@ -105,9 +107,8 @@ def render_clip(job: tuple[str, str, dict, str, int, int]) -> str:
         audio = audio + rng.normal(0, np.sqrt(power / 10 ** (voice["snr_db"] / 10)),
                                    audio.shape).astype(np.float32)
         audio = audio / max(1.0, float(np.abs(audio).max()) / 0.95)  # no clipping
-        partial = target.with_suffix(".partial.wav")
-        soundfile.write(str(partial), audio, SAMPLE_RATE, subtype="PCM_16")
-        partial.replace(target)
+        with atomic_write(target) as partial:
+            soundfile.write(str(partial), audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
     return "rendered"
 
 

@@ -27,9 +27,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-import utils
-from utils import (REPO_DIR, Timer, add_common_args, configure_seed, fail, plot_lines,
-                   write_results)
+from hw2 import REPO_DIR
+from hw2.cli import add_common_args, apply_common_args, fail
+from hw2.results import Timer, write_results
+from utils import configure_seed, plot_lines
 
 Tensor = torch.Tensor
 
@@ -414,7 +415,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    out = utils.apply_common_args(args)
+    out = apply_common_args(args)
     configure_seed(args.seed)
     out.ensure_writable()  # before the work, not after
     with Timer() as wall:

@@ -9,7 +9,7 @@ batch 8; the best learning rate is chosen on validation accuracy with max-poolin
 network without max-pooling is reported at it:
     python hw2-q2.py -sweep -jobs 2
 The sweep trains each network's learning rates side by side as one grouped network, making
-the handed-out loop's updates (q2_sweep.py). Every epoch is checkpointed; -resume continues
+the handed-out loop's updates (side_by_side.py). Every epoch is checkpointed; -resume continues
 after an interruption (q2_runs.py). Writes plots/q2-*.{png,pdf} and report/results/q2.json
 (q2-run-<config>.json for one configuration).
 """
@@ -26,12 +26,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
-import octmnist
-import q2_sweep
-import utils
-from q2_runs import Checkpoint, History, config_name, run_identity
-from utils import (Timer, add_common_args, configure_seed, fail, non_negative_float, plot_lines,
-                   positive_float, positive_int, write_results)
+from hw2 import cli, figures, octmnist, side_by_side
+from hw2.checkpoints import Q2Checkpoint, History, config_name, exclusive, run_identity
+from hw2.cli import (add_common_args, fail, non_negative_float, positive_float, positive_int)
+from hw2.results import Timer, write_results
+from utils import configure_seed
 
 LEARNING_RATES = (0.1, 0.01, 0.001)
 N_CLASSES = 4
@@ -106,7 +105,7 @@ def evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def train_one(lr: float, model: CNN, args: argparse.Namespace, data: octmnist.Data,
-              checkpoint: Checkpoint, name: str) -> History:
+              checkpoint: Q2Checkpoint, name: str) -> History:
     """The handed-out training loop for one configuration."""
     optimizer = OPTIMIZERS[args.optimizer](model.parameters(), lr=lr, weight_decay=args.l2_decay)
     criterion = nn.NLLLoss()
@@ -125,26 +124,26 @@ def train_one(lr: float, model: CNN, args: argparse.Namespace, data: octmnist.Da
 
 
 def train_models(learning_rates: list[float], model: CNN, args: argparse.Namespace,
-                 data: octmnist.Data, checkpoint: Checkpoint, names: list[str]
+                 data: octmnist.Data, checkpoint: Q2Checkpoint, names: list[str]
                  ) -> tuple[History, list[dict[str, torch.Tensor]]]:
     """Train `model`'s weights at each learning rate: one rate by the handed-out loop, several
-    side by side (q2_sweep.py). Returns the history and each run's final weights."""
+    side by side (side_by_side.py). Returns the history and each run's final weights."""
     if len(learning_rates) == 1:
         history = train_one(learning_rates[0], model, args, data, checkpoint, names[0])
         return history, [model.state_dict()]
-    return q2_sweep.train_side_by_side(learning_rates, model, args, data.splits, checkpoint,
+    return side_by_side.train_side_by_side(learning_rates, model, args, data.splits, checkpoint,
                                        names, evaluate)
 
 
 def train_runs(learning_rates: list[float], no_maxpool: bool, args: argparse.Namespace,
-               data: octmnist.Data, out: utils.Outputs) -> list[dict]:
+               data: octmnist.Data, out: cli.Outputs) -> list[dict]:
     """Train one configuration per learning rate from seed `args.seed`; returns each run's
     curves and test scores, and draws its two figures."""
     names = [config_name(lr, args, no_maxpool) for lr in learning_rates]
     identity = run_identity(learning_rates, no_maxpool, args, data.info)
     configure_seed(args.seed)
     model = CNN(args.dropout, no_maxpool=no_maxpool).to(args.device)
-    with Checkpoint(names, args, identity) as checkpoint:
+    with Q2Checkpoint(names, args, identity) as checkpoint:
         history, states = train_models(learning_rates, model, args, data, checkpoint, names)
     losses = torch.stack(history.losses, dim=1)  # (runs, epochs, batches)
     epochs = torch.arange(1, args.epochs + 1)
@@ -165,22 +164,9 @@ def train_runs(learning_rates: list[float], no_maxpool: bool, args: argparse.Nam
                else f"{len(learning_rates)} runs side by side"}
         print(f"[{name}] final test acc {run['test_acc']:.4f} (529-image subset), "
               f"{run['test_acc_full']:.4f} (full test split)")
-        plot_run(run, out)
+        figures.plot_q2_run(run, out.plots)
         runs.append(run)
     return runs
-
-
-def plot_run(run: dict, out: utils.Outputs) -> None:
-    """The two figures the statement asks for, per configuration."""
-    epochs = list(range(1, len(run["train_loss"]) + 1))
-    plot_lines(f"q2-training-loss-{run['config']}",
-               {"mean loss of the epoch": (epochs, run["train_loss"]),
-                "running mean since epoch 1 (handed-out)": (epochs,
-                                                            run["train_loss_running_mean"])},
-               "Epoch", "Loss", title=f"Training loss, {run['config']}", plots_dir=out.plots)
-    plot_lines(f"q2-validation-accuracy-{run['config']}",
-               {"validation": (epochs, run["val_acc"])}, "Epoch", "Accuracy",
-               title=f"Validation accuracy, {run['config']}", plots_dir=out.plots)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -224,7 +210,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="continue from -checkpoint_dir: finished runs are reused, an "
                              "interrupted one continues after its last finished epoch; only "
                              "runs of the same configuration, data and library versions")
-    parser.add_argument("-device", default="cpu", type=utils.torch_device,
+    parser.add_argument("-device", default="cpu", type=cli.torch_device,
                         help="torch device, e.g. cuda (default: %(default)s, as handed out)")
     parser.add_argument("-no_progress", action="store_true", help="no progress bars")
     add_common_args(parser, threads=True)
@@ -243,22 +229,22 @@ def main(argv: list[str] | None = None) -> None:
     before any training, and an interruption ends in one line, every finished epoch kept in
     the checkpoints for -resume."""
     args = parse_args(argv)
-    out = utils.apply_common_args(args)
+    out = cli.apply_common_args(args)
     child = args.sweep and args.group is not None  # a process started by -jobs: one group
     name = "q2" if args.sweep else \
         f"q2-run-{config_name(args.learning_rate, args, args.no_maxpool)}"
     try:
         data = octmnist.load(args.data_dir, args.subset, args.real_images, args.device)
         out.ensure_writable()
-        utils.ensure_writable(Path(args.checkpoint_dir), "-checkpoint_dir")
+        cli.ensure_writable(Path(args.checkpoint_dir), "-checkpoint_dir")
         def train(learning_rates: list[float], no_maxpool: bool) -> list[dict]:
             return train_runs(learning_rates, no_maxpool, args, data, out)
         if child:
-            q2_sweep.group_runs(*q2_sweep.sweep_groups(args)[args.group], args, data.info, train)
+            side_by_side.group_runs(*side_by_side.sweep_groups(args)[args.group], args, data.info, train)
             return
-        with utils.exclusive(out.results / f"{name}.lock", f"{name}.json"):
+        with exclusive(out.results / f"{name}.lock", f"{name}.json"):
             with Timer() as wall:
-                results = q2_sweep.sweep(args, data.info, train, out, __file__) if args.sweep \
+                results = side_by_side.sweep(args, data.info, train, out, __file__) if args.sweep \
                     else {"runs": train([args.learning_rate], args.no_maxpool)}
             layers = {"max-pool": params_per_layer(CNN(args.dropout)),
                       "no max-pool": params_per_layer(CNN(args.dropout, no_maxpool=True))}
@@ -294,4 +280,4 @@ if __name__ == "__main__":
     try:
         main()
     except SystemExit as stop:  # -jobs processes share stderr: one error line each
-        utils.exit_in_one_write(stop)
+        cli.exit_in_one_write(stop)

@@ -21,66 +21,24 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import textdistance
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-import utils
-from ljspeech import (AUDIO_TIME, Clip, ClipBatches, FeatureBank, FeatureCache, LJSpeech, LogMel,
-                      SpeechDataset, TokenVectorizer)
-from q3_model import SpeechToText
-from utils import (Timer, add_common_args, configure_seed, ensure_writable, exclusive, fail,
-                   non_negative_int, plot_lines, positive_float, positive_int, save_checkpoint,
-                   write_results)
-
-SIMILARITIES = {
-    "jaccard_similarity": textdistance.jaccard.normalized_similarity,
-    "cosine_similarity": textdistance.cosine.normalized_similarity,
-    "damerau-levenshtein_similarity": textdistance.damerau_levenshtein.normalized_similarity,
-}
-STOP = TokenVectorizer().stop
-
-
-# ---------------------------------------------------------------------------------------------
-# Metrics, as handed out (token-id lists cut at the stop token), plus WER / CER
-# ---------------------------------------------------------------------------------------------
-def cut_at_stop(target: list[int], generated: list[int]) -> tuple[list[int], list[int]]:
-    """The handed-out _preprocess_text: both sequences up to and including their first stop
-    token (the target keeps its leading start token); a generation with no stop token gets its
-    last element replaced by one."""
-    target = target[:target.index(STOP) + 1]
-    if STOP in generated:
-        generated = generated[:generated.index(STOP) + 1]
-    else:
-        generated = generated[:-1] + [STOP]
-    return target, generated
-
-
-def string_scores(targets: torch.Tensor, generated: torch.Tensor,
-                  vectorizer: TokenVectorizer) -> tuple[dict[str, float], list[tuple[str, str]]]:
-    """Summed similarities over the batch (as handed out) and the decoded (target, prediction)
-    strings without start / stop / padding symbols."""
-    sums = dict.fromkeys(SIMILARITIES, 0.0)
-    pairs = []
-    for target, gen in zip(targets.tolist(), generated.tolist()):
-        target, gen = cut_at_stop(target, gen)
-        for name, similarity in SIMILARITIES.items():
-            sums[name] += similarity(target, gen)
-        pairs.append((vectorizer.decode(target[1:-1]), vectorizer.decode(gen[1:-1])))
-    return sums, pairs
-
-
-def error_rates(pairs: list[tuple[str, str]]) -> dict[str, float]:
-    """Corpus-level word and character error rates of the decoded strings."""
-    import jiwer
-    refs = [t for t, _ in pairs]
-    hyps = [p if p.strip() else "<empty>" for _, p in pairs]  # jiwer needs non-empty words
-    return {"wer": jiwer.wer(refs, hyps), "cer": jiwer.cer(refs, [p for _, p in pairs])}
+from hw2 import REPO_DIR, cli, figures
+from hw2.asr_metrics import (SIMILARITIES, STOP, error_rates, first_stop, similarity_anatomy,
+                             string_scores)
+from hw2.asr_model import SpeechToText
+from hw2.checkpoints import atomic_write, exclusive, save_checkpoint
+from hw2.cli import (add_common_args, ensure_writable, fail, non_negative_int, positive_float,
+                     positive_int)
+from hw2.ljspeech import (AUDIO_TIME, Clip, ClipBatches, FeatureBank, FeatureCache, LJSpeech,
+                          LogMel, SpeechDataset, TokenVectorizer)
+from hw2.results import Timer, write_results
+from utils import configure_seed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,7 +178,7 @@ def restore_model(args) -> SpeechToText:
 
 
 def open_corpus(args) -> LJSpeech:
-    return LJSpeech(utils.resolve_data_dir(args.data_dir) / "LJSpeech-1.1")
+    return LJSpeech(cli.resolve_data_dir(args.data_dir) / "LJSpeech-1.1")
 
 
 def resume_state(args, identity: dict, model, optimizer, scheduler) -> dict:
@@ -242,7 +200,7 @@ def resume_state(args, identity: dict, model, optimizer, scheduler) -> dict:
     return saved
 
 
-def run(args, out: utils.Outputs) -> tuple[dict, SpeechToText, LJSpeech]:
+def run(args, out: cli.Outputs) -> tuple[dict, SpeechToText, LJSpeech]:
     """Train (or resume), validating at the end of every epoch and every -eval_every updates,
     then test: (results, model, corpus)."""
     configure_seed(args.seed)
@@ -346,12 +304,7 @@ def device_name(device: str) -> str:
 ANALYSIS_CLIPS = 32
 
 
-def first_stop(row: list[int]) -> int:
-    """Index of the first stop token after the start token (the last index when none)."""
-    return row.index(STOP, 1) if STOP in row[1:] else len(row) - 1
-
-
-def analysis(model: SpeechToText, corpus: LJSpeech, args, out: utils.Outputs) -> dict:
+def analysis(model: SpeechToText, corpus: LJSpeech, args, out: cli.Outputs) -> dict:
     """Decode the first ANALYSIS_CLIPS test clips greedily, record the decoder's attention
     while it re-reads its own transcript, summarise it and draw the shortest clip's maps;
     take the three similarities of that clip apart (Q3.4's worked example).
@@ -379,7 +332,7 @@ def analysis(model: SpeechToText, corpus: LJSpeech, args, out: utils.Outputs) ->
             distance = torch.arange(n)[:, None] - torch.arange(n)[None, :]
             lookbacks.append(float((maps["self"][i, :n, :n] * distance.clamp(min=0)).sum() / n))
     shortest = int(np.argmin(frames))
-    plot_attention(run_name(args), args.decoder, maps, rows[shortest], frames[shortest],
+    figures.plot_attention(run_name(args), args.decoder, maps, rows[shortest], frames[shortest],
                    shortest, out.plots)
     attention = {"clips": len(rows), "cross_peak_position_correlation_mean":
                  float(np.mean(correlations)) if correlations else None,
@@ -391,55 +344,6 @@ def analysis(model: SpeechToText, corpus: LJSpeech, args, out: utils.Outputs) ->
             "similarities": similarity_anatomy(text.tolist(), rows, shortest)}
 
 
-def similarity_anatomy(targets: list[list[int]], generated: list[list[int]],
-                       example: int) -> dict:
-    """The counts behind each similarity, for one clip, and how the three rank on every clip.
-
-    On the token lists the metrics see (cut at the stop token): with bags (multisets) A, B of
-    sizes m, n, I = |A & B| and U = |A | B|, jaccard = I / U and cosine = I / sqrt(mn) (both
-    blind to order), Damerau-Levenshtein = 1 - d / max(m, n) with d the edit distance
-    (insertions, deletions, substitutions, adjacent swaps). Since U >= max(m, n) >= sqrt(mn)
-    and d >= max(m, n) - I, cosine >= I / max(m, n) >= both others on every pair.
-    """
-    rows, cut = [], [cut_at_stop(t, g) for t, g in zip(targets, generated)]
-    for target, gen in cut:
-        a, b = Counter(target), Counter(gen)
-        rows.append({"m": len(target), "n": len(gen), "intersection": sum((a & b).values()),
-                     "union": sum((a | b).values()),
-                     "edit_distance": textdistance.damerau_levenshtein.distance(target, gen),
-                     **{name: sim(target, gen) for name, sim in SIMILARITIES.items()}})
-    vectorizer = TokenVectorizer()
-    target, gen = cut[example]
-    return {"example": {"target": vectorizer.decode(target), "prediction": vectorizer.decode(gen),
-                        **rows[example]},
-            "clips": len(rows),
-            "cosine_highest": sum(r["cosine_similarity"] >= max(
-                r["jaccard_similarity"], r["damerau-levenshtein_similarity"]) - 1e-12
-                for r in rows),
-            "damerau_levenshtein_below_jaccard": sum(
-                r["damerau-levenshtein_similarity"] < r["jaccard_similarity"] for r in rows),
-            "mean": {name: float(np.mean([r[name] for r in rows])) for name in SIMILARITIES}}
-
-
-def plot_attention(name: str, decoder: str, maps: dict, row: list[int], frames: int,
-                   index: int, plots_dir: Path) -> None:
-    import matplotlib.pyplot as plt
-    n = first_stop(row)
-    chars = [c if c != " " else "␣" for c in TokenVectorizer().decode(row[1:n + 1])]
-    panels = [("cross", "cross-attention over the audio", "encoder frame")]
-    if "self" in maps:
-        panels.append(("self", "causal self-attention over the text", "input character"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 0.12 * n + 2),
-                             squeeze=False)
-    for ax, (kind, title, xlabel) in zip(axes[0], panels):
-        weights = maps[kind][index, :n, :frames if kind == "cross" else n]
-        ax.imshow(weights.numpy(), aspect="auto", cmap="viridis", interpolation="nearest")
-        ax.set_yticks(range(n), chars, fontsize=5)
-        if kind == "self":
-            ax.set_xticks(range(n), ["<"] + chars[:-1], fontsize=5)
-        ax.set(title=f"{decoder} decoder: {title}", xlabel=xlabel,
-               ylabel="character written (greedy decoding)")
-    utils.save_figure(fig, f"{name}-attention", plots_dir)
 
 
 def is_tts(corpus: LJSpeech) -> bool:
@@ -450,7 +354,7 @@ def find_real_corpus(args, corpus: LJSpeech) -> LJSpeech | None:
     """The genuine recordings to score separately: -real_dir, else $HW2_DATA_DIR's LJ folder
     when it is not the training corpus itself."""
     root = Path(args.real_dir) if args.real_dir else \
-        utils.resolve_data_dir(None) / "LJSpeech-1.1"
+        cli.resolve_data_dir(None) / "LJSpeech-1.1"
     if not (root / "metadata.csv").exists() or root.resolve() == corpus.root.resolve():
         return None
     real = LJSpeech(root)
@@ -464,30 +368,13 @@ def run_name(args, decoder: str | None = None) -> str:
 
 def write_test_log(name: str, pairs: list[tuple[str, str]], results_dir: Path) -> str:
     path = results_dir / f"{name}-test-log.txt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"target: {t}\npred:   {p}\n\n" for t, p in pairs))
+    with atomic_write(path) as tmp:
+        tmp.write_text("".join(f"target: {t}\npred:   {p}\n\n" for t, p in pairs))
     return str(path.relative_to(results_dir.parent.parent)
-               if results_dir.is_relative_to(utils.REPO_DIR) else path)
+               if results_dir.is_relative_to(REPO_DIR) else path)
 
 
-def plot_history(name: str, decoder: str, history: list[dict], plots_dir: Path) -> None:
-    """Loss, similarities and error rates on the validation split against training epochs."""
-    epochs = [h["epoch"] for h in history]
-    plot_lines(f"{name}-loss", {
-        "train (mean since the previous point)": (epochs, [h["train_loss"] for h in history]),
-        "validation": (epochs, [h["validation"]["loss"] for h in history])},
-        "Epoch", "Loss", title=f"{decoder} decoder: loss", plots_dir=plots_dir)
-    plot_lines(f"{name}-similarities", {
-        n: (epochs, [h["validation"][n] for h in history]) for n in SIMILARITIES},
-        "Epoch", "Validation similarity", title=f"{decoder} decoder: string similarities",
-        plots_dir=plots_dir)
-    plot_lines(f"{name}-error-rates", {
-        n.upper(): (epochs, [h["validation"][n] for h in history]) for n in ("wer", "cer")},
-        "Epoch", "Validation error rate", title=f"{decoder} decoder: WER and CER",
-        plots_dir=plots_dir)
-
-
-def plot_both_decoders(args, out: utils.Outputs) -> None:
+def plot_both_decoders(args, out: cli.Outputs) -> None:
     """Both decoders' validation curves against training updates, once both have run."""
     records = {}
     for decoder in ("lstm", "transformer"):
@@ -498,19 +385,7 @@ def plot_both_decoders(args, out: utils.Outputs) -> None:
                 records[decoder] = history
     if len(records) < 2:
         return
-    stem = run_name(args, "both")
-    for metric, label in (("loss", "Validation loss"), ("cer", "Validation CER")):
-        plot_lines(f"{stem}-{metric}", {
-            f"{decoder} decoder": ([h["update"] for h in history],
-                                   [h["validation"][metric] for h in history])
-            for decoder, history in records.items()},
-            "Training updates", label, title="LSTM vs attention decoder", plots_dir=out.plots)
-    plot_lines(f"{stem}-similarities", {
-        f"{decoder}, {name.split('_')[0]}": ([h["update"] for h in history],
-                                             [h["validation"][name] for h in history])
-        for decoder, history in records.items() for name in SIMILARITIES},
-        "Training updates", "Validation similarity", title="LSTM vs attention decoder",
-        plots_dir=out.plots)
+    figures.plot_q3_decoders(run_name(args, "both"), records, out.plots)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -594,7 +469,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    out = utils.apply_common_args(args)
+    out = cli.apply_common_args(args)
     name = run_name(args)
     if not args.analysis_only:
         out.ensure_writable()
@@ -605,7 +480,7 @@ def main(argv=None) -> None:
         data = results.pop("data")
         path = write_results(name, results, config=vars(args), seed=args.seed, data=data,
                              wall_time_s=wall.seconds, results_dir=out.results)
-        plot_history(name, args.decoder, results["history"], out.plots)
+        figures.plot_q3_history(name, args.decoder, results["history"], out.plots)
         plot_both_decoders(args, out)
         print(f"wrote {path} ({wall.seconds:.0f} s)")
     else:

@@ -8,7 +8,7 @@ Every way trains the Q2 networks from the same seed on the same images for the s
   one_run        `hw2-q2.py -learning_rate 0.01`: the same loop, evaluation under no_grad in
                  batches, a checkpoint after each epoch;
   side_by_side   `hw2-q2.py -sweep`: the three learning rates as one grouped network
-                 (q2_sweep.py), per run;
+                 (side_by_side.py), per run;
   two_processes  `hw2-q2.py -sweep -jobs 2`: both networks at once in two 1-thread processes,
                  per run;
   compiled       with -compile: side_by_side with its training step (SideBySideCNN.sgd_step)
@@ -40,12 +40,12 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import octgen  # noqa: E402
-import octmnist  # noqa: E402
-import q2_sweep  # noqa: E402
 import utils  # noqa: E402
-from q2_runs import Checkpoint  # noqa: E402
-from utils import Timer, configure_seed, positive_int, write_results  # noqa: E402
+from hw2 import cli, octmnist, side_by_side, synthetic_oct  # noqa: E402
+from hw2.checkpoints import Q2Checkpoint  # noqa: E402
+from hw2.cli import positive_int  # noqa: E402
+from hw2.results import Timer, write_results  # noqa: E402
+from utils import configure_seed  # noqa: E402
 
 q2 = utils.load_script("hw2-q2.py")
 
@@ -97,7 +97,7 @@ def repo_runs(lrs: list[float], splits: dict, epochs: int, seed: int, no_maxpool
         configure_seed(seed)
         model = q2.CNN(args.dropout, no_maxpool=no_maxpool)
         names = [q2.config_name(lr, args, no_maxpool) for lr in lrs]
-        with Checkpoint(names, args, identity={}) as checkpoint:
+        with Q2Checkpoint(names, args, identity={}) as checkpoint:
             history, states = q2.train_models(lrs, model, args, octmnist.Data(splits, None, {}),
                                               checkpoint, names)
     models = []
@@ -111,12 +111,12 @@ def repo_runs(lrs: list[float], splits: dict, epochs: int, seed: int, no_maxpool
 def compiled_step():
     """SideBySideCNN.sgd_step under torch.compile inside the block, so that the compiled way
     is timed as side_by_side is, validation and checkpoints included."""
-    step = q2_sweep.SideBySideCNN.sgd_step
-    q2_sweep.SideBySideCNN.sgd_step = torch.compile(step)
+    step = side_by_side.SideBySideCNN.sgd_step
+    side_by_side.SideBySideCNN.sgd_step = torch.compile(step)
     try:
         yield
     finally:
-        q2_sweep.SideBySideCNN.sgd_step = step
+        side_by_side.SideBySideCNN.sgd_step = step
 
 
 def first_images(splits: dict, n: int = 64) -> dict:
@@ -127,7 +127,7 @@ def first_images(splits: dict, n: int = 64) -> dict:
 
 def synthetic_split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     labels = np.random.default_rng(seed).integers(0, 4, n).astype(np.uint8)
-    return octmnist.as_tensors(octgen.render(labels, np.random.default_rng(seed + 1)), labels)
+    return octmnist.as_tensors(synthetic_oct.render(labels, np.random.default_rng(seed + 1)), labels)
 
 
 def max_weight_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
@@ -275,9 +275,9 @@ def main() -> None:
     parser.add_argument("-compile", action="store_true",
                         help="also time the side-by-side network under torch.compile")
     parser.add_argument("-worker", choices=list(VARIANTS), help=argparse.SUPPRESS)
-    utils.add_common_args(parser, data=False, threads=True)
+    cli.add_common_args(parser, data=False, threads=True)
     args = parser.parse_args()
-    out = utils.apply_common_args(args)
+    out = cli.apply_common_args(args)
     splits = {"train": synthetic_split(args.train, 1), "dev": synthetic_split(args.val, 2)}
     if args.worker:  # one of the two processes of the -jobs 2 sweep: time its three runs
         torch.set_num_threads(1)
@@ -294,7 +294,7 @@ def main() -> None:
         results = {"steps_per_run": steps, "learning_rates": LEARNING_RATES,
                    **measure(splits, args, steps)}
     path = write_results("q2-bench", results, config=vars(args), seed=args.seed,
-                         data=f"octgen.render synthetic images, {args.train} train / "
+                         data=f"synthetic_oct.render synthetic images, {args.train} train / "
                               f"{args.val} validation", wall_time_s=wall.seconds,
                          results_dir=out.results)
     print(f"\nwrote {path}")

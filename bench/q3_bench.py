@@ -29,9 +29,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import utils  # noqa: E402
-from ljspeech import (ClipBatches, FeatureBank, FeatureCache, LJSpeech,  # noqa: E402
-                      LogMel, SpeechDataset, TokenVectorizer)
-from q3_model import SpeechToText  # noqa: E402
+from hw2 import REPO_DIR, cli, results  # noqa: E402
+from hw2 import asr_metrics as metrics  # noqa: E402
+from hw2.asr_model import SpeechToText  # noqa: E402
+from hw2.ljspeech import (ClipBatches, FeatureBank, FeatureCache, LJSpeech,  # noqa: E402
+                          LogMel, SpeechDataset, TokenVectorizer)
 
 q3 = utils.load_script("hw2-q3.py")
 COMMITTED_THREADS = 1  # reproduce.sh trains the two decoders side by side, one thread each
@@ -82,9 +84,9 @@ def decoding(bank: FeatureBank, batch_size: int) -> dict:
         prefix = model.greedy(latent, padding, use_cache=False).tolist()
         t_prefix = time.perf_counter() - start
         start = time.perf_counter()
-        cached = model.greedy(latent, padding, use_cache=True, stop_token=q3.STOP).tolist()
+        cached = model.greedy(latent, padding, use_cache=True, stop_token=metrics.STOP).tolist()
         t_cached = time.perf_counter() - start
-    same = all(q3.cut_at_stop([0, 1], p)[1] == q3.cut_at_stop([0, 1], c)[1]
+    same = all(metrics.cut_at_stop([0, 1], p)[1] == metrics.cut_at_stop([0, 1], c)[1]
                for p, c in zip(prefix, cached))
     return {"prefix_recompute_s": t_prefix, "cached_with_stop_s": t_cached,
             "speed_up": t_prefix / t_cached, "identical_tokens": same}
@@ -104,12 +106,12 @@ def main() -> None:
     parser.add_argument("-tag", default="", help="results name q3-bench-<tag>.json")
     parser.add_argument("-out_dir", default=None)
     args = parser.parse_args()
-    wall = utils.Timer()
-    out = utils.Outputs(Path(args.out_dir) if args.out_dir else utils.REPO_DIR)
+    wall = results.Timer()
+    out = cli.Outputs(Path(args.out_dir) if args.out_dir else REPO_DIR)
     corpus = LJSpeech(utils.resolve_data_dir(args.data_dir) / "LJSpeech-1.1")
     train = corpus.split("train")
     if len(train) < args.batch_size * 4:
-        raise utils.fail(f"{corpus.root}: too few training clips with audio ({len(train)})")
+        raise cli.fail(f"{corpus.root}: too few training clips with audio ({len(train)})")
     lengths = torch.tensor([corpus.frames(clip) for clip in train])
     picked = {path: chosen_batches(lengths, args.batch_size, args.batches, group)
               for path, (group, _, _) in PATHS.items()}
@@ -147,7 +149,7 @@ def main() -> None:
     print(f"decoding: prefix {decode['prefix_recompute_s']:.2f} s, cached "
           f"{decode['cached_with_stop_s']:.2f} s ({decode['speed_up']:.2f}x), identical "
           f"tokens: {decode['identical_tokens']}")
-    path = utils.write_results("q3-bench" + (f"-{args.tag}" if args.tag else ""), {
+    path = results.write_results("q3-bench" + (f"-{args.tag}" if args.tag else ""), {
         "training": training, "speed_up": speed_up, "committed_threads": COMMITTED_THREADS,
         "committed_path": COMMITTED_PATH,
         "decoding": decode, "device": q3.device_name(args.device)}, config=vars(args), seed=0,

@@ -21,9 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-import octgen
-import q2_runs
-import utils
+from hw2 import checkpoints, synthetic_oct
 from conftest import REPO, load_script
 
 q1 = load_script("hw2-q1.py")
@@ -41,7 +39,7 @@ def data(tmp_path_factory) -> Path:
     exists)."""
     folder = tmp_path_factory.mktemp("data")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(octgen, "SPLIT_COUNTS", SMALL_COUNTS)
+        patch.setattr(synthetic_oct, "SPLIT_COUNTS", SMALL_COUNTS)
         dl.write_synthetic(folder / "octmnist.npz", seed=0)
     return folder
 
@@ -251,7 +249,7 @@ def test_q2_second_run_writing_the_same_files_stops_at_the_lock(data, tmp_path, 
     lock_path, what = {
         "results": (tmp_path / "report" / "results" / f"{RUN_NAME}.lock", f"{RUN_NAME}.json"),
         "checkpoint": (checkpoint.with_suffix(".lock"), f"the checkpoint {checkpoint}")}[lock]
-    with utils.exclusive(lock_path, "its files"):  # this process plays the first run
+    with checkpoints.exclusive(lock_path, "its files"):  # this process plays the first run
         proc = run("hw2-q2.py", *q2_args(data, tmp_path, "-epochs", "1"))
         assert lock_path.exists()  # the second run left the first one's lock alone
     assert error_line(proc, 1) == (f"error: {lock_path}: process {os.getpid()} is already "
@@ -336,7 +334,7 @@ def test_q2_truncated_finished_run_file_is_a_one_line_error(tmp_path):
     path.write_text('{"identity": {"epo')
     with pytest.raises(SystemExit, match=rf"^error: {re.escape(str(path))}: unreadable "
                                          r"finished-run file \(JSONDecodeError\)"):
-        q2_runs.load_finished_run(path, {"epochs": 1})
+        checkpoints.load_finished_run(path, {"epochs": 1})
 
 
 def test_q2_resume_does_not_publish_a_smoke_sweeps_runs(data, tmp_path, one_thread):

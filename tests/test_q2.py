@@ -8,10 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-import octgen
-import octmnist
-import q2_sweep
-import utils
+from hw2 import checkpoints, cli, octmnist, side_by_side, synthetic_oct
 from conftest import REPO, load_script, shared_file
 
 q2 = load_script("hw2-q2.py")
@@ -24,7 +21,7 @@ SMALL_COUNTS = {"train": (60, 30, 30, 80), "val": (20, 10, 10, 20), "test": (250
 @pytest.fixture
 def small_synthetic(tmp_path, monkeypatch):
     """A small stand-in (full test split, so the 529-image subset exists) in tmp_path."""
-    monkeypatch.setattr(octgen, "SPLIT_COUNTS", SMALL_COUNTS)
+    monkeypatch.setattr(synthetic_oct, "SPLIT_COUNTS", SMALL_COUNTS)
     dl.write_synthetic(tmp_path / "octmnist.npz", seed=0)
     return tmp_path
 
@@ -55,7 +52,7 @@ def test_spatial_sizes_after_each_convolution(no_maxpool, sizes):
 def test_side_by_side_cnn_equals_each_cnn_including_dropout(no_maxpool):
     torch.manual_seed(0)
     models = [q2.CNN(0.7, no_maxpool=no_maxpool) for _ in range(3)]
-    copies = q2_sweep.SideBySideCNN(models)
+    copies = side_by_side.SideBySideCNN(models)
     x = torch.rand(6, 784)
     for train in (False, True):
         copies.train(train)
@@ -79,14 +76,14 @@ def test_side_by_side_autograd_gradients_equal_cnn_gradients_with_ties_in_the_po
     backward pass is checked against torch.optim.SGD below)."""
     torch.manual_seed(0)
     model = q2.CNN(0.7, no_maxpool=no_maxpool).eval()
-    copies = q2_sweep.SideBySideCNN([model]).eval()
+    copies = side_by_side.SideBySideCNN([model]).eval()
     x = torch.rand(8, 784)
     x[:, :300] = 0  # a blank wedge: equal activations inside many pooling windows
     y = torch.arange(8) % 4
     torch.nn.functional.nll_loss(model(x), y).backward()
     torch.nn.functional.nll_loss(copies(x)[0], y).backward()
     for name, p in model.named_parameters():
-        grad = q2_sweep.stacked_layout(name, getattr(copies, name.replace(".", "_")).grad[0])
+        grad = side_by_side.stacked_layout(name, getattr(copies, name.replace(".", "_")).grad[0])
         torch.testing.assert_close(grad, p.grad, rtol=1e-5, atol=1e-7)
 
 
@@ -152,7 +149,7 @@ def test_side_by_side_step_makes_the_updates_of_torch_sgd_on_each_cnn(no_maxpool
     short last batch (as OCTMNIST's 97,477 training images end with 5)."""
     lrs = [0.1, 0.01, 0.001]
     models, optimizers = _cnns_with_torch_sgd(no_maxpool, lrs, weight_decay)
-    copies = q2_sweep.SideBySideCNN(models)
+    copies = side_by_side.SideBySideCNN(models)
     x = torch.rand(29, 784)
     x[:, :300] = 0  # a blank wedge: equal activations inside many pooling windows
     y = torch.arange(29) % 4
@@ -173,24 +170,24 @@ def test_side_by_side_step_makes_the_updates_of_torch_sgd_on_each_cnn(no_maxpool
 
 def test_sweep_trains_sgd_rates_side_by_side_and_adam_rates_one_by_one():
     sgd = q2.parse_args(["-sweep"])
-    assert q2_sweep.sweep_groups(sgd) == [([0.1, 0.01, 0.001], False), ([0.1, 0.01, 0.001], True)]
+    assert side_by_side.sweep_groups(sgd) == [([0.1, 0.01, 0.001], False), ([0.1, 0.01, 0.001], True)]
     adam = q2.parse_args(["-sweep", "-optimizer", "adam", "-learning_rates", "0.1", "0.01"])
-    assert q2_sweep.sweep_groups(adam) == [([0.1], False), ([0.01], False), ([0.1], True),
+    assert side_by_side.sweep_groups(adam) == [([0.1], False), ([0.01], False), ([0.1], True),
                                            ([0.01], True)]
 
 
 def test_render_is_deterministic_and_in_range():
     labels = np.arange(8, dtype=np.uint8) % 4
-    a = octgen.render(labels, np.random.default_rng(1))
-    b = octgen.render(labels, np.random.default_rng(1))
+    a = synthetic_oct.render(labels, np.random.default_rng(1))
+    b = synthetic_oct.render(labels, np.random.default_rng(1))
     assert a.dtype == np.uint8 and a.shape == (8, 28, 28) and np.array_equal(a, b)
-    assert not np.array_equal(a, octgen.render(labels, np.random.default_rng(2)))
+    assert not np.array_equal(a, synthetic_oct.render(labels, np.random.default_rng(2)))
 
 
 def test_make_dataset_same_for_any_number_of_processes(monkeypatch):
-    monkeypatch.setattr(octgen, "SPLIT_COUNTS", {"train": (3000, 1000, 500, 4000),
+    monkeypatch.setattr(synthetic_oct, "SPLIT_COUNTS", {"train": (3000, 1000, 500, 4000),
                                                  "val": (5, 5, 5, 5), "test": (2, 2, 2, 2)})
-    one, two = octgen.make_dataset(9, processes=1), octgen.make_dataset(9, processes=2)
+    one, two = synthetic_oct.make_dataset(9, processes=1), synthetic_oct.make_dataset(9, processes=2)
     assert sorted(one) == sorted(two) == sorted(f"{s}_{k}" for s in ("train", "val", "test")
                                                 for k in ("images", "labels"))
     assert all(np.array_equal(one[k], two[k]) for k in one)
@@ -208,7 +205,7 @@ def test_synthetic_file_has_octmnist_schema_counts_and_mark(tmp_path):
     with np.load(path) as data:
         assert sorted(data.files) == sorted(f"{s}_{k}" for s in ("train", "val", "test")
                                             for k in ("images", "labels"))
-        for split, counts in octgen.SPLIT_COUNTS.items():
+        for split, counts in synthetic_oct.SPLIT_COUNTS.items():
             images, labels = data[f"{split}_images"], data[f"{split}_labels"]
             assert images.dtype == np.uint8 and images.shape == (sum(counts), 28, 28)
             assert labels.dtype == np.uint8 and labels.shape == (sum(counts), 1)
@@ -306,7 +303,7 @@ def _args(data_dir, *extra):
 def _train(data_dir, lrs, *extra):
     args = _args(data_dir, *extra)
     data = octmnist.load(data_dir, None, None, "cpu")
-    return q2.train_runs(lrs, False, args, data, utils.Outputs(data_dir / "out"))
+    return q2.train_runs(lrs, False, args, data, cli.Outputs(data_dir / "out"))
 
 
 def test_short_training_lowers_the_loss_and_repeats_exactly(small_synthetic):
@@ -361,14 +358,14 @@ def test_sweep_in_two_processes_equals_sweep_in_one(small_synthetic, tmp_path):
 def test_resume_after_interruption_reproduces_uninterrupted_run(small_synthetic, tmp_path,
                                                                 monkeypatch, lrs):
     full = _train(small_synthetic, lrs, "-epochs", "2", "-checkpoint_dir", str(tmp_path / "a"))
-    save = utils.save_checkpoint
+    save = checkpoints.save_checkpoint
 
     def save_then_interrupt(state, path):  # Ctrl-C right after epoch 1 is saved
         save(state, path)
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
-        patch.setattr(utils, "save_checkpoint", save_then_interrupt)
+        patch.setattr(checkpoints, "save_checkpoint", save_then_interrupt)
         _train(small_synthetic, lrs, "-epochs", "2", "-checkpoint_dir", str(tmp_path / "b"))
     resumed = _train(small_synthetic, lrs, "-epochs", "2", "-resume", "-checkpoint_dir",
                      str(tmp_path / "b"))

@@ -6,7 +6,7 @@ import pytest
 import soundfile
 import torch
 
-import ljspeech as lj
+import hw2.ljspeech as lj
 from conftest import REPO, load_script, shared_file, write_corpus
 
 dl = load_script("download_ljspeech.py")

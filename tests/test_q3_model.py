@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-import q3_model as m
+import hw2.asr_model as m
 
 TINY = dict(encoder_layers=1, hidden_dim=16, n_heads=2, feed_fwd_dim=32, max_text_len=12,
             n_mels=8)

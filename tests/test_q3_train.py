@@ -3,24 +3,25 @@ import json
 import pytest
 import torch
 
-import ljspeech as lj
-import utils
+import hw2.ljspeech as lj
 from conftest import load_script, write_corpus
-from q3_model import SpeechToText
+from hw2 import asr_metrics as metrics
+from hw2 import checkpoints
+from hw2.asr_model import SpeechToText
 
 q3 = load_script("hw2-q3.py")
 
 
 def test_cut_at_stop_as_handed_out():
-    assert q3.cut_at_stop([0, 9, 10, 1, 2, 2], [9, 10, 11, 1, 5]) == ([0, 9, 10, 1],
+    assert metrics.cut_at_stop([0, 9, 10, 1, 2, 2], [9, 10, 11, 1, 5]) == ([0, 9, 10, 1],
                                                                       [9, 10, 11, 1])
-    assert q3.cut_at_stop([0, 9, 1], [9, 10]) == ([0, 9, 1], [9, 1])  # no stop: last -> stop
+    assert metrics.cut_at_stop([0, 9, 1], [9, 10]) == ([0, 9, 1], [9, 1])  # no stop: last -> stop
 
 
 def test_similarities_on_a_hand_worked_example():
     target = torch.tensor([[0, 9, 10, 1, 2, 2]])  # "<ab>@@"
     generated = torch.tensor([[0, 9, 10, 11, 1, 5]])  # "<abc>," (generate keeps the "<")
-    sums, pairs = q3.string_scores(target, generated, lj.TokenVectorizer())
+    sums, pairs = metrics.string_scores(target, generated, lj.TokenVectorizer())
     # bags {<, a, b, >} and {<, a, b, c, >}: 4 shared of 5; cosine 4 / sqrt(4 * 5);
     # edit distance 1 (insert c) over the longer length 5
     assert sums == pytest.approx({"jaccard_similarity": 0.8,
@@ -30,14 +31,14 @@ def test_similarities_on_a_hand_worked_example():
 
 
 def test_similarities_count_repeats_and_transpositions():
-    sums, _ = q3.string_scores(torch.tensor([[0, 9, 9, 10, 1]]), torch.tensor([[0, 9, 10, 9, 1]]),
+    sums, _ = metrics.string_scores(torch.tensor([[0, 9, 9, 10, 1]]), torch.tensor([[0, 9, 10, 9, 1]]),
                                lj.TokenVectorizer())
     assert sums["jaccard_similarity"] == pytest.approx(1.0)  # same multiset
     assert sums["damerau-levenshtein_similarity"] == pytest.approx(1 - 1 / 5)  # one swap
 
 
 def test_error_rates():
-    rates = q3.error_rates([("a bc d", "a xc d"), ("hello", "")])
+    rates = metrics.error_rates([("a bc d", "a xc d"), ("hello", "")])
     assert rates["wer"] == pytest.approx(2 / 4)
     assert rates["cer"] == pytest.approx((1 + 5) / (6 + 5))
 
@@ -91,7 +92,7 @@ def test_tiny_model_overfits_four_clips(decoder):
     for use_cache in (False, True):
         generated = model.generate(audio, use_cache=use_cache)
         for target, gen in zip(texts.tolist(), generated.tolist()):
-            assert q3.cut_at_stop(target, gen)[1] == target[:target.index(1) + 1]
+            assert metrics.cut_at_stop(target, gen)[1] == target[:target.index(1) + 1]
 
 
 @pytest.fixture
@@ -227,7 +228,7 @@ def test_bad_flags_are_one_line_errors(flags, message, capsys):
 
 def test_a_second_identical_run_stops_at_the_lock(tiny_corpus, tmp_path):
     args = q3.parse_args(cli(tiny_corpus, tmp_path, "x", "-checkpoint_dir", str(tmp_path / "ck")))
-    with utils.exclusive(q3.checkpoint_path(args).with_suffix(".lock"), "a run"):
+    with checkpoints.exclusive(q3.checkpoint_path(args).with_suffix(".lock"), "a run"):
         with pytest.raises(SystemExit, match="already writing the q3-transformer run"):
             q3.main(cli(tiny_corpus, tmp_path, "x", "-epochs", "1",
                         "-checkpoint_dir", str(tmp_path / "ck")))

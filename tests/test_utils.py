@@ -5,6 +5,7 @@ import matplotlib.figure
 import pytest
 
 import utils
+from hw2 import cli, results
 
 
 def test_data_dir_rule_flag_then_env_then_default(monkeypatch):
@@ -16,7 +17,7 @@ def test_data_dir_rule_flag_then_env_then_default(monkeypatch):
 
 
 def test_write_results_records_numbers_and_provenance(tmp_path):
-    path = utils.write_results("demo", {"acc": 0.5, "curve": [1, 2]}, config={"lr": 0.1},
+    path = results.write_results("demo", {"acc": 0.5, "curve": [1, 2]}, config={"lr": 0.1},
                                seed=7, data={"name": "toy", "synthetic": True},
                                wall_time_s=1.23456, results_dir=tmp_path)
     record = json.loads(path.read_text())
@@ -32,7 +33,7 @@ def test_write_results_records_numbers_and_provenance(tmp_path):
 def test_write_results_converts_numpy_and_torch_values(tmp_path):
     import numpy as np
     import torch
-    path = utils.write_results("conv", {"a": np.float32(0.25), "b": torch.tensor([1, 2]),
+    path = results.write_results("conv", {"a": np.float32(0.25), "b": torch.tensor([1, 2]),
                                         "c": np.arange(2)}, config={}, seed=0, data="x",
                                wall_time_s=0, results_dir=tmp_path)
     assert json.loads(path.read_text())["results"] == {"a": 0.25, "b": [1, 2], "c": [0, 1]}
@@ -40,7 +41,7 @@ def test_write_results_converts_numpy_and_torch_values(tmp_path):
 
 def test_write_results_stores_non_finite_values_as_null(tmp_path):
     import numpy as np
-    path = utils.write_results("nan", {"x": float("nan"), "y": [1.0, float("inf")],
+    path = results.write_results("nan", {"x": float("nan"), "y": [1.0, float("inf")],
                                        "z": np.float64("nan")}, config={}, seed=0, data="x",
                                wall_time_s=0, results_dir=tmp_path)
     assert json.loads(path.read_text())["results"] == {"x": None, "y": [1.0, None], "z": None}
@@ -66,18 +67,18 @@ def test_plot_lines_writes_png_and_pdf_with_legend_and_labels(tmp_path, monkeypa
 
 
 def test_fail_is_a_one_line_exit():
-    err = utils.fail("missing file x")
+    err = cli.fail("missing file x")
     assert isinstance(err, SystemExit) and str(err.code) == "error: missing file x"
 
 
 def test_exit_in_one_write_writes_the_line_at_once_and_keeps_other_exits(monkeypatch):
     writes = []
-    monkeypatch.setattr(utils.os, "write", lambda fd, data: writes.append((fd, data)))
+    monkeypatch.setattr(cli.os, "write", lambda fd, data: writes.append((fd, data)))
     with pytest.raises(SystemExit) as stop:
-        utils.exit_in_one_write(utils.fail("diverged"))
+        cli.exit_in_one_write(cli.fail("diverged"))
     assert stop.value.code == 1 and writes == [(2, b"error: diverged\n")]
     with pytest.raises(SystemExit) as stop:
-        utils.exit_in_one_write(SystemExit(130))  # a status, not a message: passed on as is
+        cli.exit_in_one_write(SystemExit(130))  # a status, not a message: passed on as is
     assert stop.value.code == 130 and len(writes) == 1
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import wave
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,7 +33,8 @@ import torch
 import torchaudio
 from tqdm import tqdm
 
-from utils import fail
+from hw2.checkpoints import atomic_write
+from hw2.cli import fail
 
 SAMPLE_RATE = 22050
 SPLITS = {"train": (0, 9825), "validation": (9825, 10480), "test": (10480, 13100)}
@@ -205,10 +205,8 @@ class FeatureCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         for stale in self.dir.glob(f"{wav.stem}-*.npy"):
             stale.unlink(missing_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
+        with atomic_write(path) as tmp, open(tmp, "wb") as f:  # parallel workers, Ctrl-C: safe
             np.save(f, features.numpy())
-        tmp.replace(path)  # atomic: parallel workers or an interruption never leave half a file
         return features
 
 

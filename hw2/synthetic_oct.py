@@ -26,14 +26,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hw2.octmnist import SPLIT_COUNTS
+
 SIZE = 28
-CLASSES = ("CNV", "DME", "drusen", "normal")
-# OCTMNIST's split sizes per class (train / val / test), in label order 0..3.
-SPLIT_COUNTS = {
-    "train": (33484, 10213, 7754, 46026),
-    "val": (3721, 1135, 862, 5114),
-    "test": (250, 250, 250, 250),
-}
 GENERATOR_VERSION = 1
 # Severity of a lesion ~ SEVERITY_MIN + (1 - SEVERITY_MIN) * U^SEVERITY_POWER: a power above 1
 # puts more mass on mild, hard-to-see cases.

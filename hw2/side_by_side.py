@@ -40,9 +40,11 @@ import torch.nn.functional as F
 from torch.nn.grad import conv2d_input, conv2d_weight
 from torch.utils.data import DataLoader
 
-from q2_runs import (Checkpoint, History, finished_run_path, load_finished_run,
-                     run_identity, save_finished_run)
-from utils import Outputs, Timer, fail, plot_lines
+from hw2.checkpoints import (Q2Checkpoint, History, finished_run_path, load_finished_run,
+                             run_identity, save_finished_run)
+from hw2.cli import Outputs, fail
+from hw2.results import Timer
+from hw2 import figures
 
 
 def stacked_layout(name: str, tensor: torch.Tensor) -> torch.Tensor:
@@ -204,7 +206,7 @@ def train_epoch(model: SideBySideCNN, X: torch.Tensor, y: torch.Tensor,
 
 
 def train_side_by_side(learning_rates: list[float], model: nn.Module, args: argparse.Namespace,
-                       splits: dict, checkpoint: Checkpoint, names: list[str],
+                       splits: dict, checkpoint: Q2Checkpoint, names: list[str],
                        evaluate: Callable[[nn.Module, torch.Tensor, torch.Tensor], float]
                        ) -> tuple[History, list[dict[str, torch.Tensor]]]:
     """hw2-q2.py's loop for several learning rates at once (the runs `names`), starting from
@@ -262,7 +264,7 @@ def sweep(args: argparse.Namespace, data_info: dict, train: TrainRuns, out: Outp
         args.resume = True  # every group is finished now: collect the runs
     runs = [run for group in sweep_groups(args)
             for run in group_runs(*group, args, data_info, train)]
-    plot_comparison(runs, out)
+    figures.plot_q2_comparison(runs, out.plots)
     return summarize(runs)
 
 
@@ -307,13 +309,3 @@ def summarize(runs: list[dict]) -> dict:
             "q2_1": {k: best[k] for k in keys}, "q2_2": {k: no_pool[k] for k in keys}}
 
 
-def plot_comparison(runs: list[dict], out: Outputs) -> None:
-    def label(r):
-        return f"lr={r['learning_rate']}, {'no max-pool' if r['no_maxpool'] else 'max-pool'}"
-    epochs = list(range(1, len(runs[0]["train_loss"]) + 1))
-    plot_lines("q2-all-training-loss", {label(r): (epochs, r["train_loss"]) for r in runs},
-               "Epoch", "Loss (mean of the epoch)", title="Training loss, all runs",
-               plots_dir=out.plots)
-    plot_lines("q2-all-validation-accuracy", {label(r): (epochs, r["val_acc"]) for r in runs},
-               "Epoch", "Validation accuracy", title="Validation accuracy, all runs",
-               plots_dir=out.plots)

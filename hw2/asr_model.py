@@ -16,9 +16,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ljspeech import AUDIO_TIME
-
-ENCODER_TIME = AUDIO_TIME // 2  # the embedding's stride-2 convolution halves the frames
+# The handed-out config pads every clip to 2754 log-mel frames (audio_time); the embedding's
+# stride-2 convolution halves them, so the encoder's positions number 1377.
+ENCODER_TIME = 2754 // 2
 
 Tensor = torch.Tensor
 

@@ -22,13 +22,19 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-import octgen
-from utils import fail, resolve_data_dir
+from hw2.cli import fail, resolve_data_dir
 
 FILENAME = "octmnist.npz"
 REAL_MD5 = "c68d92d5b585d8d81f7112f81e2d0842"
 SPLITS = ("train", "val", "test")
-REAL_SIZES = {s: sum(c) for s, c in octgen.SPLIT_COUNTS.items()}  # 97477 / 10832 / 1000
+CLASSES = ("CNV", "DME", "drusen", "normal")  # labels 0..3
+# OCTMNIST's split sizes per class (train / val / test), in label order 0..3.
+SPLIT_COUNTS = {
+    "train": (33484, 10213, 7754, 46026),
+    "val": (3721, 1135, 862, 5114),
+    "test": (250, 250, 250, 250),
+}
+REAL_SIZES = {s: sum(c) for s, c in SPLIT_COUNTS.items()}  # 97477 / 10832 / 1000
 SYNTHETIC_MARK = b"hw2-synthetic-octmnist"
 REAL_CHECK_FILENAME = "octmnist_kermany.npz"  # 80 genuine OCT images, if the data folder has them
 TEST_SUBSET = (182, 55, 42, 250)  # first test images of classes 0..3 the handed-out loader keeps
