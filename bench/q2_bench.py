@@ -8,7 +8,7 @@ Every way trains the Q2 networks from the same seed on the same images for the s
   one_run        `hw2-q2.py -learning_rate 0.01`: the same loop, evaluation under no_grad in
                  batches, a checkpoint after each epoch;
   side_by_side   `hw2-q2.py -sweep`: the three learning rates as one grouped network
-                 (side_by_side.py), per run;
+                 (hw2/side_by_side.py), per run;
   two_processes  `hw2-q2.py -sweep -jobs 2`: both networks at once in two 1-thread processes,
                  per run;
   compiled       with -compile: side_by_side with its training step (SideBySideCNN.sgd_step)
@@ -42,7 +42,6 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import utils  # noqa: E402
 from hw2 import cli, octmnist, side_by_side, synthetic_oct  # noqa: E402
-from hw2.checkpoints import Q2Checkpoint  # noqa: E402
 from hw2.cli import positive_int  # noqa: E402
 from hw2.results import Timer, write_results  # noqa: E402
 from utils import configure_seed  # noqa: E402
@@ -97,7 +96,7 @@ def repo_runs(lrs: list[float], splits: dict, epochs: int, seed: int, no_maxpool
         configure_seed(seed)
         model = q2.CNN(args.dropout, no_maxpool=no_maxpool)
         names = [q2.config_name(lr, args, no_maxpool) for lr in lrs]
-        with Q2Checkpoint(names, args, identity={}) as checkpoint:
+        with q2.open_checkpoint(names, args, identity={}) as checkpoint:
             history, states = q2.train_models(lrs, model, args, octmnist.Data(splits, None, {}),
                                               checkpoint, names)
     models = []

@@ -5,12 +5,10 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 
 import torch
 
@@ -44,20 +42,6 @@ def fail(message: str) -> SystemExit:
     Usage: `raise fail("...")`; raising keeps the control flow visible at the call site.
     """
     return SystemExit(f"error: {message}")
-
-
-def exit_in_one_write(stop: SystemExit) -> NoReturn:
-    """End the process as `stop` would, but write its message with a single write(2).
-
-    Python prints a SystemExit message and its newline in two writes, so two -jobs processes
-    failing at once interleave their lines on the shared stderr; one write of under 4 KiB to a
-    pipe or terminal is never split.
-    """
-    if isinstance(stop.code, str):
-        sys.stderr.flush()
-        os.write(2, f"{stop.code}\n".encode())
-        sys.exit(1)
-    raise stop
 
 
 # argparse types: a bad value is a usage error naming the flag, at parse time, instead of a

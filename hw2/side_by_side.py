@@ -1,50 +1,19 @@
-"""Question 2's sweep, made fast: the learning rates of one network trained side by side, and
-the two networks in parallel processes (hw2-q2.py -sweep -jobs 2).
-
-At batch 8 every kernel of the CNN is tiny, so a step costs mostly Python, dispatch and
-autograd overhead. `SideBySideCNN` holds R copies of the CNN as one grouped network (conv1
-with R x 8 output channels, conv2 as a grouped convolution, the linear layers as batched
-matrix products), so R runs pay that overhead once per step, and its `sgd_step` writes the
-backward pass out with public functions (`torch.nn.grad.conv2d_input` / `conv2d_weight`,
-`F.max_unpool2d`, ReLU masks), so no autograd graph is built. It makes the handed-out loop's
-updates for each run:
-
-- the same initial weights: every copy is the CNN built right after seeding;
-- the same batches: a `DataLoader(shuffle=True)` over the indices draws its permutation from
-  the global RNG exactly as the handed-out `DataLoader` over the images does (it is the same
-  class, making the same draws);
-- the same dropout mask for every copy, the one a single CNN draws: `F.dropout` on a
-  (batch, 320) tensor, the call `nn.Dropout` makes, so the RNG stream is a single run's;
-- the same update: copy r takes `torch.optim.SGD(lr=lr_r, weight_decay=l2)`'s step.
-
-The results equal separate runs of the handed-out loop up to float rounding, and each step
-equals autograd with `torch.optim.SGD` on each CNN (tests/test_q2.py). Alternatives measured
-on this 2-core CPU and not kept (report, Appendix C): autograd over the grouped network with
-`torch.optim.SGD` on sum_r lr_r L_r; `torch.func.vmap` over `functional_call` with `grad`
-and `randomness="same"`; `sgd_step` under `torch.compile` (`python bench/q2_bench.py
--compile`).
+"""R copies of hw2-q2.py's CNN trained as one grouped network: Question 2's learning rates
+side by side. At batch 8 a step costs mostly Python and dispatch overhead, which R runs pay
+once here; `sgd_step` writes the backward pass out (no autograd graph). Each copy makes the
+handed-out loop's updates: the same initial weights, batches (`train_epoch` draws them as the
+handed-out DataLoader does), dropout mask and torch.optim.SGD step, so the results equal
+separate runs up to float rounding (tests/test_q2.py). Imports nothing but torch.
 """
 from __future__ import annotations
 
-import argparse
-import subprocess
-import sys
-import time
-from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.grad import conv2d_input, conv2d_weight
 from torch.utils.data import DataLoader
-
-from hw2.checkpoints import (Q2Checkpoint, History, finished_run_path, load_finished_run,
-                             run_identity, save_finished_run)
-from hw2.cli import Outputs, fail
-from hw2.results import Timer
-from hw2 import figures
 
 
 def stacked_layout(name: str, tensor: torch.Tensor) -> torch.Tensor:
@@ -203,109 +172,3 @@ def train_epoch(model: SideBySideCNN, X: torch.Tensor, y: torch.Tensor,
     batches = DataLoader(range(len(X)), batch_size=batch_size, shuffle=True)
     return torch.stack([model.sgd_step(X[i], y[i], learning_rates, l2_decay) for i in batches],
                        dim=1)
-
-
-def train_side_by_side(learning_rates: list[float], model: nn.Module, args: argparse.Namespace,
-                       splits: dict, checkpoint: Q2Checkpoint, names: list[str],
-                       evaluate: Callable[[nn.Module, torch.Tensor, torch.Tensor], float]
-                       ) -> tuple[History, list[dict[str, torch.Tensor]]]:
-    """hw2-q2.py's loop for several learning rates at once (the runs `names`), starting from
-    `model`'s weights (SGD only); validation runs through `model` loaded with each copy's
-    weights. Returns the history and each copy's final weights."""
-    copies = SideBySideCNN([model] * len(learning_rates))
-    rates = torch.tensor(learning_rates, device=args.device)
-    history = checkpoint.resume(copies)
-    for _ in range(history.epoch, args.epochs):
-        with Timer() as timer:
-            losses = train_epoch(copies, *splits["train"], rates, args.l2_decay, args.batch_size)
-            accuracies = []
-            for r in range(len(learning_rates)):
-                model.load_state_dict(copies.copy_state_dict(r))
-                accuracies.append(evaluate(model, *splits["dev"]))
-        history.record(losses, accuracies, timer.seconds, names)
-        checkpoint.save(history, copies)
-    return history, [copies.copy_state_dict(r) for r in range(len(learning_rates))]
-
-
-TrainRuns = Callable[[list[float], bool], list[dict]]  # (learning rates, no_maxpool) -> runs
-
-
-def sweep_groups(args: argparse.Namespace) -> list[tuple[list[float], bool]]:
-    """The sweep's trainings: per network, its learning rates side by side (SGD) or one by
-    one (Adam, whose update does not separate by learning rate)."""
-    rates = [args.learning_rates] if args.optimizer == "sgd" else \
-        [[lr] for lr in args.learning_rates]
-    return [(group, no_maxpool) for no_maxpool in (False, True) for group in rates]
-
-
-def group_runs(learning_rates: list[float], no_maxpool: bool, args: argparse.Namespace,
-               data_info: dict, train: TrainRuns) -> list[dict]:
-    """A sweep group's runs: with -resume, reused from their finished-run files when all are
-    there with the same identity; else trained, and their files written."""
-    identity = run_identity(learning_rates, no_maxpool, args, data_info)
-    paths = [finished_run_path(lr, no_maxpool, args) for lr in learning_rates]
-    if args.resume and all(p.exists() for p in paths):
-        print("resuming: reusing " + ", ".join(str(p) for p in paths))
-        return [load_finished_run(p, identity) for p in paths]
-    runs = train(learning_rates, no_maxpool)
-    for path, run in zip(paths, runs):
-        save_finished_run(path, run, identity)
-    return runs
-
-
-def sweep(args: argparse.Namespace, data_info: dict, train: TrainRuns, out: Outputs,
-          script: str) -> dict:
-    """Both networks x the learning rates (with -jobs N, the groups trained by N processes
-    running `script` first); the best rate chosen on validation."""
-    if args.jobs > 1:
-        command = [sys.executable, str(Path(script).resolve()), *args.argv, "-no_progress",
-                   "-threads", str(args.threads or 1)]
-        train_in_processes(command, len(sweep_groups(args)), args.jobs)
-        args.resume = True  # every group is finished now: collect the runs
-    runs = [run for group in sweep_groups(args)
-            for run in group_runs(*group, args, data_info, train)]
-    figures.plot_q2_comparison(runs, out.plots)
-    return summarize(runs)
-
-
-def train_in_processes(command: list[str], n_groups: int, jobs: int) -> None:
-    """Run `command -group g` for every group g, `jobs` processes at once. Batch-8 kernels
-    are too small for two threads to help one process, so on a 2-core CPU two one-thread
-    processes do twice the work of one. On an error, Ctrl-C or SIGTERM the other processes
-    are stopped before returning."""
-    pending = list(range(n_groups))
-    running: list[tuple[int, subprocess.Popen]] = []
-    try:
-        while pending or running:
-            while pending and len(running) < jobs:
-                group = pending.pop(0)
-                running.append((group, subprocess.Popen(command + ["-group", str(group)])))
-            time.sleep(0.2)
-            for group, process in [(g, p) for g, p in running if p.poll() is not None]:
-                running.remove((group, process))
-                if process.returncode != 0:
-                    raise fail(f"the process training sweep group {group} failed (exit code "
-                               f"{process.returncode}; its error is above)")
-    finally:
-        for _, process in running:
-            process.terminate()
-        for _, process in running:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def summarize(runs: list[dict]) -> dict:
-    """The protocol's choice: the best learning rate on validation accuracy after the last
-    epoch with max-pooling (Q2.1), and the no-max-pooling network at that rate (Q2.2)."""
-    best = max((r for r in runs if not r["no_maxpool"]), key=lambda r: r["val_acc"][-1])
-    no_pool = next(r for r in runs if r["no_maxpool"]
-                   and r["learning_rate"] == best["learning_rate"])
-    keys = ("config", "val_acc", "test_acc", "test_acc_full", "real_80_acc")
-    return {"runs": runs, "best_learning_rate": best["learning_rate"],
-            "selection": "highest validation accuracy after the last epoch, with max-pooling",
-            "q2_1": {k: best[k] for k in keys}, "q2_2": {k: no_pool[k] for k in keys}}
-
-

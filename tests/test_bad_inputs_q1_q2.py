@@ -235,11 +235,10 @@ def test_q2_diverging_training_stops_with_status_1_and_writes_nothing(data, tmp_
 def test_q2_diverging_sweep_group_stops_the_sweep(data, tmp_path):
     proc = run("hw2-q2.py", *q2_args(data, tmp_path, "-sweep", "-learning_rates", "1e30",
                                       "0.01", "-epochs", "1", "-jobs", "2"))
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    *groups, sweep = proc.stderr.strip().splitlines()  # each group's own error, then the sweep's
-    assert groups and all(line.startswith("error: training diverged: loss nan at epoch 1, step 2")
-                          for line in groups)
-    assert re.match(r"error: the process training sweep group [01] failed \(exit code 1", sweep)
+    assert re.fullmatch(  # the first group to fail, by its worker's error line
+        r"error: sweep group ([01]) \((no )?max-pool, learning rates 1e\+30, 0.01\) failed: "
+        r"training diverged: loss nan at epoch 1, step 2 of 25 \(1e\+30-0.7-0-sgd-\w+\); "
+        r"nothing was written for it; lower the learning rate", error_line(proc, 1))
     assert written_files(tmp_path) == []
 
 
@@ -334,7 +333,7 @@ def test_q2_truncated_finished_run_file_is_a_one_line_error(tmp_path):
     path.write_text('{"identity": {"epo')
     with pytest.raises(SystemExit, match=rf"^error: {re.escape(str(path))}: unreadable "
                                          r"finished-run file \(JSONDecodeError\)"):
-        checkpoints.load_finished_run(path, {"epochs": 1})
+        q2.load_finished_run(path, {"epochs": 1})
 
 
 def test_q2_resume_does_not_publish_a_smoke_sweeps_runs(data, tmp_path, one_thread):
@@ -358,18 +357,58 @@ def test_q2_two_output_folders_never_share_checkpoints(data, one_epoch_run, tmp_
 
 
 # ---------------------------------------------------------------------------------------------
-# hw2-q2.py -sweep -jobs 2: interruption
+# hw2-q2.py -sweep -jobs 2: interruption, a failing group, a killed parent
 # ---------------------------------------------------------------------------------------------
-def processes_mentioning(text: str) -> list[int]:
-    """Ids of the running processes whose command line contains `text` (Linux /proc)."""
-    pids = []
+TAG = "HW2_TEST_SWEEP"  # set in a sweep's environment: its pool's command lines do not name it
+
+
+def start_sweep(data: Path, out: Path, *extra) -> subprocess.Popen:
+    """hw2-q2.py -sweep -jobs 2 in a session of its own, its processes tagged with `out`."""
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "hw2-q2.py"),
+         *map(str, q2_args(data, out, "-sweep", "-jobs", "2", *extra))],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, TAG: str(out)})
+
+
+def sweep_processes(out: Path) -> dict[int, str]:
+    """The live processes tagged with `out` (the sweep, its pool's workers and multiprocessing's
+    resource tracker), pid -> command line, from Linux /proc. Zombies count as ended: this
+    machine's init may never reap an orphan."""
+    found = {}
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and text.encode() in (entry / "cmdline").read_bytes():
-                pids.append(int(entry.name))
-        except OSError:  # ended meanwhile
+            if (entry.name.isdigit()
+                    and f"{TAG}={out}".encode() in (entry / "environ").read_bytes().split(b"\0")
+                    and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"):
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().decode()
+        except OSError:  # ended meanwhile, or not ours
             pass
-    return pids
+    return found
+
+
+def survivors(out: Path, seconds: float = 10) -> dict[int, str]:
+    """sweep_processes(out) once they have ended, or after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while (left := sweep_processes(out)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+def wait_for_checkpoints(process: subprocess.Popen, folder: Path) -> None:
+    """Until both groups are past epoch 1."""
+    deadline = time.monotonic() + 120
+    while len(list(folder.glob("*.pt"))) < 2:
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoints"
+        time.sleep(0.2)
+
+
+def assert_resumable(folder: Path, epochs: int) -> None:
+    """Only checkpoints are left in `folder` (no lock, no temporary file), each past epoch 1."""
+    for path in folder.iterdir():
+        assert path.suffix == ".pt"
+        state = torch.load(path, weights_only=False)
+        assert state["epoch"] >= 1 and state["identity"]["epochs"] == epochs
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc to find processes")
@@ -377,17 +416,14 @@ def processes_mentioning(text: str) -> list[int]:
 def test_q2_interrupted_sweep_stops_its_processes_and_keeps_resumable_checkpoints(
         data, tmp_path, how):
     out = tmp_path / "out"
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / "hw2-q2.py"),
-         *map(str, q2_args(data, out, "-sweep", "-jobs", "2", "-epochs", "500"))],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = start_sweep(data, out, "-epochs", "500")
     checkpoints = out / "checkpoints" / "q2"
     try:
-        deadline = time.monotonic() + 120
-        while len(list(checkpoints.glob("*.pt"))) < 2:  # both groups are past epoch 1
-            assert process.poll() is None and time.monotonic() < deadline, "no checkpoints"
-            time.sleep(0.2)
-        assert len(processes_mentioning(str(out))) == 3  # the sweep and its two groups
+        wait_for_checkpoints(process, checkpoints)
+        running = sweep_processes(out)
+        workers = [pid for pid, cmd in running.items() if "--multiprocessing-fork" in cmd]
+        assert len([process.pid, *workers]) == 3  # the sweep and its two groups
+        assert process.pid in running
         if how.startswith("SIGTERM"):
             process.send_signal(signal.SIGTERM)
         else:
@@ -400,12 +436,49 @@ def test_q2_interrupted_sweep_stops_its_processes_and_keeps_resumable_checkpoint
     assert stderr.strip().splitlines() == [
         f"error: interrupted; every finished epoch is kept in {checkpoints}: rerun with "
         "-resume to continue"]
-    assert processes_mentioning(str(out)) == []
+    assert survivors(out) == {}
     assert written_files(out) == []  # no results, figures, locks or temporary files
-    for path in checkpoints.iterdir():
-        assert path.suffix == ".pt"
-        state = torch.load(path, weights_only=False)
-        assert state["epoch"] >= 1 and state["identity"]["epochs"] == 500
+    assert_resumable(checkpoints, 500)
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc to find processes")
+def test_q2_sweep_processes_die_with_a_killed_parent(data, tmp_path):
+    out = tmp_path / "out"
+    process = start_sweep(data, out, "-epochs", "500")
+    checkpoints = out / "checkpoints" / "q2"
+    try:
+        wait_for_checkpoints(process, checkpoints)
+        process.kill()
+        process.wait(timeout=30)
+        assert survivors(out) == {}
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the group outlives its leader while any is left
+    # nothing but the killed parent's results lock (its flock went with it)
+    assert [p.relative_to(out) for p in written_files(out)] == [
+        Path("report/results/q2.lock")]
+    assert_resumable(checkpoints, 500)
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc to find processes")
+def test_q2_failing_sweep_group_stops_the_other_and_ends_in_one_line(data, tmp_path):
+    """Adam trains each learning rate alone: the group at 1e30 fails after one epoch while the
+    group at 1e-3 would train for minutes."""
+    out = tmp_path / "out"
+    process = start_sweep(data, out, "-optimizer", "adam", "-learning_rates", "1e30", "1e-3",
+                          "-epochs", "500")
+    try:
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    proc = subprocess.CompletedProcess(process.args, process.returncode, "", stderr)
+    assert re.fullmatch(
+        r"error: sweep group [02] \((no )?max-pool, learning rates 1e\+30\) failed: training "
+        r"diverged: loss nan at epoch 1, step \d+ of 25 \(1e\+30-0.7-0-adam-\w+\); nothing "
+        r"was written for it; lower the learning rate", error_line(proc, 1))
+    assert survivors(out) == {}
+    assert written_files(out) == []
+    assert not [p for p in out.rglob("*") if p.suffix in (".lock", ".tmp")]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -170,10 +170,10 @@ def test_side_by_side_step_makes_the_updates_of_torch_sgd_on_each_cnn(no_maxpool
 
 def test_sweep_trains_sgd_rates_side_by_side_and_adam_rates_one_by_one():
     sgd = q2.parse_args(["-sweep"])
-    assert side_by_side.sweep_groups(sgd) == [([0.1, 0.01, 0.001], False), ([0.1, 0.01, 0.001], True)]
+    assert q2.sweep_groups(sgd) == [([0.1, 0.01, 0.001], False), ([0.1, 0.01, 0.001], True)]
     adam = q2.parse_args(["-sweep", "-optimizer", "adam", "-learning_rates", "0.1", "0.01"])
-    assert side_by_side.sweep_groups(adam) == [([0.1], False), ([0.01], False), ([0.1], True),
-                                           ([0.01], True)]
+    assert q2.sweep_groups(adam) == [([0.1], False), ([0.01], False), ([0.1], True),
+                                     ([0.01], True)]
 
 
 def test_render_is_deterministic_and_in_range():

@@ -2,7 +2,6 @@ import json
 from pathlib import Path
 
 import matplotlib.figure
-import pytest
 
 import utils
 from hw2 import cli, results
@@ -69,17 +68,6 @@ def test_plot_lines_writes_png_and_pdf_with_legend_and_labels(tmp_path, monkeypa
 def test_fail_is_a_one_line_exit():
     err = cli.fail("missing file x")
     assert isinstance(err, SystemExit) and str(err.code) == "error: missing file x"
-
-
-def test_exit_in_one_write_writes_the_line_at_once_and_keeps_other_exits(monkeypatch):
-    writes = []
-    monkeypatch.setattr(cli.os, "write", lambda fd, data: writes.append((fd, data)))
-    with pytest.raises(SystemExit) as stop:
-        cli.exit_in_one_write(cli.fail("diverged"))
-    assert stop.value.code == 1 and writes == [(2, b"error: diverged\n")]
-    with pytest.raises(SystemExit) as stop:
-        cli.exit_in_one_write(SystemExit(130))  # a status, not a message: passed on as is
-    assert stop.value.code == 130 and len(writes) == 1
 
 
 def test_configure_seed_repeats_torch_draws():
