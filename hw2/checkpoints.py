@@ -1,11 +1,12 @@
 """Files that must never be half-written or written twice at once: atomic writes, locks and
 training checkpoints (Q2's and Q3's) whose run identity is checked before -resume continues
-them. Every file the scripts write goes through `atomic_write`, so an interruption leaves the
-previous file as it was.
+them. Every file the scripts write goes through `atomic_write`, so an interruption or a full
+disk leaves the previous file as it was and no temporary file behind.
 """
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,13 +21,17 @@ from hw2.cli import fail
 def atomic_write(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is renamed to `path`, so a reader
     never sees half a file. On any error or interruption the temporary file is removed and
-    the previous `path`, if any, is left as it was."""
+    the previous `path`, if any, is left as it was; an OSError (a full disk, a file-size
+    limit) ends the script with one line naming `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two processes never share one
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         tmp.replace(path)
+    except OSError as err:
+        raise fail(f"{path}: could not be written ({err.strerror or type(err).__name__}); "
+                   "the previous file, if any, is unchanged") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -64,9 +69,12 @@ def exclusive(lock_path: Path, what: str):
 
 
 def save_checkpoint(state: Mapping[str, Any], path: Path) -> None:
-    """torch.save to a temporary name, then rename: an interruption never leaves half a file."""
+    """torch.save, atomically. The state is serialized in memory first: torch's file writer
+    reports a full disk as a bare RuntimeError, Python's write as the OSError it is."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     with atomic_write(path) as tmp:
-        torch.save(state, tmp)
+        tmp.write_bytes(buffer.getbuffer())
 
 
 def read_checkpoint(path: Path) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -479,6 +480,60 @@ def test_q2_failing_sweep_group_stops_the_other_and_ends_in_one_line(data, tmp_p
     assert survivors(out) == {}
     assert written_files(out) == []
     assert not [p for p in out.rglob("*") if p.suffix in (".lock", ".tmp")]
+
+
+# ---------------------------------------------------------------------------------------------
+# A full disk or a file-size limit while a checkpoint, results file or figure is written
+# ---------------------------------------------------------------------------------------------
+def file_size_limit(size: int):
+    """A preexec_fn: files of this process can grow to `size` bytes; a larger write fails
+    with EFBIG (SIGXFSZ ignored rather than killing it), as on a full disk."""
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+    return limit
+
+
+def not_written(path: Path) -> str:
+    return (f"error: {path}: could not be written (File too large); the previous file, if any, "
+            "is unchanged")
+
+
+def test_q2_file_size_limit_on_a_checkpoint_keeps_the_previous_files(data, tmp_path):
+    kept = previous_results(tmp_path, RUN_NAME)
+    checkpoint = tmp_path / "checkpoints" / "q2" / CHECKPOINT
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"an earlier checkpoint")
+    proc = subprocess.run([sys.executable, str(REPO / "hw2-q2.py"),
+                           *map(str, q2_args(data, tmp_path, "-epochs", "1"))],
+                          capture_output=True, text=True, timeout=300,
+                          preexec_fn=file_size_limit(100_000))  # the checkpoint is ~900 kB
+    assert error_line(proc, 1) == not_written(checkpoint)
+    assert checkpoint.read_bytes() == b"an earlier checkpoint"
+    assert written_files(tmp_path) == [kept] and kept.read_text() == '{"earlier": "run"}\n'
+
+
+@pytest.mark.parametrize("writer,filename", [
+    ("from hw2.results import write_results\n"
+     "write_results('big', {'x': [0.5] * 100_000}, config={}, seed=0, data='x', wall_time_s=0, "
+     "results_dir=folder)", "big.json"),
+    ("from hw2.figures import plot_lines\n"
+     "xs = list(range(10_000))\n"
+     "plot_lines('big', {'x': (xs, [x % 7 for x in xs])}, 'x', 'y', plots_dir=folder)",
+     "big.png"),
+])
+def test_file_size_limit_on_a_results_file_or_figure_keeps_the_previous_one(tmp_path, writer,
+                                                                            filename):
+    from matplotlib import font_manager
+    assert font_manager.fontManager.ttflist  # the font cache is written now, not under the limit
+    previous = tmp_path / filename
+    previous.write_bytes(b"an earlier file")
+    proc = subprocess.run([sys.executable, "-c", f"folder = {str(tmp_path)!r}\n{writer}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          preexec_fn=file_size_limit(10_000))
+    assert error_line(proc, 1) == not_written(previous)
+    assert [p.name for p in tmp_path.iterdir()] == [filename]  # no temporary file left
+    assert previous.read_bytes() == b"an earlier file"
 
 
 # ---------------------------------------------------------------------------------------------
