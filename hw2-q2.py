@@ -233,6 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     child = args.sweep and args.group is not None  # a process started by -jobs: one group
     name = "q2" if args.sweep else \
         f"q2-run-{config_name(args.learning_rate, args, args.no_maxpool)}"
+    out.check_replaceable(vars(args), name)  # a run of other settings replaces it only with -force
     try:
         data = octmnist.load(args.data_dir, args.subset, args.real_images, args.device)
         out.ensure_writable()
