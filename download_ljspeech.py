@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Put LJ Speech 1.1 for Question 3 into <data_dir>/LJSpeech-1.1 (metadata.csv + wavs/).
+"""Put LJ Speech 1.1 for Question 3 into LJSpeech-1.1 (metadata.csv + wavs/) under -data_dir,
+else ./data ($HW2_DATA_DIR is only read from: -tts takes its metadata.csv there by default).
 
   default  download the real corpus (2.6 GB) through torchaudio, as the handed-out code does;
   -tts     offline: render every transcript of an LJ metadata.csv with the installed speech
@@ -13,7 +14,8 @@ source metadata (the real-speech check set) are not rendered, so no model trains
 Rendering runs one process per core, each with one torch thread (with torch's default of one
 thread per core in every process, 16 processes on 16 cores ran 7x slower than with one), skips
 finished clips (resumable) and writes each wav atomically; tts_manifest.tsv records which voice
-made each clip. The synthesisers are found on PATH; unpacked into a folder rather than
+made each clip. A destination that holds genuine recordings, or the source metadata's own
+folder, is refused. The synthesisers are found on PATH; unpacked into a folder rather than
 installed, also set LD_LIBRARY_PATH to their libraries and ESPEAK_DATA_PATH to the folder that
 holds espeak-ng-data (README).
 """
@@ -33,7 +35,8 @@ import torchaudio
 from tqdm import tqdm
 
 from hw2.checkpoints import atomic_write
-from hw2.cli import DATA_DIR_ENV, fail, positive_int, resolve_data_dir, seed_value
+from hw2.cli import (DATA_DIR_ENV, fail, positive_int, resolve_data_dir, seed_value,
+                     write_data_dir)
 from hw2.ljspeech import SAMPLE_RATE, SPLITS, LJSpeech, parse_metadata
 from hw2.results import Timer
 
@@ -87,7 +90,20 @@ def synthesise(text: str, voice: dict, workdir: Path) -> tuple[np.ndarray, int]:
                    "--setf", f"duration_stretch={voice['rate']}",
                    "--setf", f"int_f0_target_mean={voice['pitch']}"]
         run_synthesiser(command)
-    data, rate = soundfile.read(str(raw), dtype="float32", always_2d=True)
+    return read_output(raw, voice["engine"])
+
+
+def read_output(raw: Path, engine: str) -> tuple[np.ndarray, int]:
+    """The synthesiser's wav as float32 mono; an engine that exits 0 without audio is an
+    error like any other failure of it."""
+    if not raw.exists():
+        raise SynthesiserError(f"{engine} exited 0 but wrote no wav")
+    try:
+        data, rate = soundfile.read(str(raw), dtype="float32", always_2d=True)
+    except RuntimeError as err:  # soundfile's errors
+        raise SynthesiserError(f"{engine} wrote an unreadable wav ({err})") from None
+    if not len(data):
+        raise SynthesiserError(f"{engine} wrote a wav without samples")
     return data.mean(axis=1), rate
 
 
@@ -98,7 +114,10 @@ def render_clip(job: tuple[str, str, dict, str, int, int]) -> str:
     if target.exists():
         return "skipped"
     with tempfile.TemporaryDirectory() as tmp:
-        audio, rate = synthesise(text, voice, Path(tmp))
+        try:
+            audio, rate = synthesise(text, voice, Path(tmp))
+        except SynthesiserError as err:
+            raise SynthesiserError(f"clip {clip_id}: {err}") from None
         if rate != SAMPLE_RATE:
             audio = torchaudio.functional.resample(torch.from_numpy(audio), rate,
                                                    SAMPLE_RATE).numpy()
@@ -118,6 +137,17 @@ def genuine_ids(metadata: Path) -> set[str]:
     return {p.stem for p in wavs.glob("*.wav")} if wavs.is_dir() else set()
 
 
+def check_destination(folder: Path, metadata: Path) -> None:
+    """Refuse to render into a folder of genuine recordings (wavs but no tts_manifest.tsv) or
+    into the folder of the source metadata, whose wavs are taken for genuine ones."""
+    if any((folder / "wavs").glob("*.wav")) and not (folder / MANIFEST).exists():
+        raise fail(f"{folder} holds genuine recordings (wavs/ without {MANIFEST}); render into "
+                   "another -data_dir")
+    if folder.resolve() == metadata.parent.resolve():
+        raise fail(f"{metadata} lies in the destination {folder}; render from a metadata.csv "
+                   "elsewhere (-metadata) or into another -data_dir")
+
+
 def build_tts_corpus(metadata: Path, out_root: Path, seed: int, limit: int | None,
                      processes: int | None, progress: bool = True) -> dict:
     """Render the corpus into <out_root>/LJSpeech-1.1; returns counts for the summary line."""
@@ -127,9 +157,9 @@ def build_tts_corpus(metadata: Path, out_root: Path, seed: int, limit: int | Non
     clips = parse_metadata(metadata)
     excluded = genuine_ids(metadata)
     folder = out_root / FOLDER
+    check_destination(folder, metadata)
     (folder / "wavs").mkdir(parents=True, exist_ok=True)
-    if metadata.resolve() != (folder / "metadata.csv").resolve():
-        shutil.copyfile(metadata, folder / "metadata.csv")  # same ids, order and splits
+    shutil.copyfile(metadata, folder / "metadata.csv")  # same ids, order and splits
     jobs, manifest, empty = [], ["id\tengine\tvoice\trate\tpitch\tsnr_db"], []
     for index, clip in enumerate(clips):
         if clip.id in excluded:
@@ -177,11 +207,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         description="Get LJ Speech 1.1 for Question 3: download it, or render an offline "
                     "corpus in the same layout with speech synthesisers (-tts).")
     parser.add_argument("-data_dir", default=None,
-                        help=f"destination folder (default: ${DATA_DIR_ENV}, else ./data)")
+                        help=f"destination folder (default: ./data, never ${DATA_DIR_ENV}, "
+                             "which is only read from)")
     parser.add_argument("-tts", action="store_true", help="render the offline corpus")
     parser.add_argument("-metadata", type=Path, default=None,
                         help="LJ metadata.csv to render (default: LJSpeech-1.1/metadata.csv "
-                             f"in ${DATA_DIR_ENV})")
+                             f"in ${DATA_DIR_ENV}, else in ./data)")
     parser.add_argument("-seed", type=seed_value, default=42,
                         help="speaker choices (default: %(default)s)")
     parser.add_argument("-limit", type=positive_int, default=None,
@@ -194,14 +225,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    root = resolve_data_dir(args.data_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    root = write_data_dir(args.data_dir)
     with Timer() as timer:
         if args.tts:
             metadata = args.metadata or resolve_data_dir(None) / FOLDER / "metadata.csv"
             summary = build_tts_corpus(metadata, root, args.seed, args.limit, args.processes,
                                        progress=not args.no_progress)
         else:
+            root.mkdir(parents=True, exist_ok=True)
             download(root)
     corpus = LJSpeech(root / FOLDER)
     if args.tts:

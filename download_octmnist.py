@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Put OCTMNIST's `octmnist.npz` (28x28, all splits in one file) into the data folder.
 
-Three ways, one destination (<data_dir>/octmnist.npz):
+Three ways, one destination (octmnist.npz in -data_dir, else ./data):
   default        download it with the `medmnist` package, as the handed-out script does;
   -source PATH   check a local copy (keys, shapes, dtypes, labels; MD5 if it claims to be the
                  real file) and copy it in place (over a different file only with -force);
@@ -21,7 +21,7 @@ from hw2 import octmnist
 from hw2 import synthetic_oct
 from hw2.checkpoints import atomic_write
 from hw2.cli import (DATA_DIR_ENV, add_common_args, apply_common_args, ensure_writable, fail,
-                     resolve_data_dir)
+                     write_data_dir)
 from hw2.octmnist import FILENAME, SPLITS, SYNTHETIC_MARK, md5sum, synthetic_mark
 from hw2.results import Timer
 from hw2.figures import save_figure
@@ -87,23 +87,23 @@ def parse_args(argv=None) -> argparse.Namespace:
         description="Get OCTMNIST (octmnist.npz) for Question 2: download it, copy a local "
                     "copy, or write a synthetic stand-in with the same schema.")
     parser.add_argument("-data_dir", "--root", dest="data_dir", default=None,
-                        help=f"destination folder (default: ${DATA_DIR_ENV}, else ./data; "
-                             "--root is the handed-out spelling)")
+                        help=f"destination folder (default: ./data, never ${DATA_DIR_ENV}, "
+                             "which is only read from; --root is the handed-out spelling)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("-source", type=Path, help="validate this local octmnist.npz and copy it")
     mode.add_argument("-synthetic", action="store_true",
                       help="write the procedural stand-in (about 30 s on 2 cores)")
-    parser.add_argument("-force", action="store_true",
-                        help="replace an existing octmnist.npz: any other file with -source, "
-                             "one that is not synthetic with -synthetic")
-    add_common_args(parser, data=False)
+    add_common_args(parser, data=False,
+                    force_help="replace an existing octmnist.npz: any other file with -source, "
+                               "one that is not synthetic with -synthetic")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     out = apply_common_args(args)
-    root = resolve_data_dir(args.data_dir)
+    source = octmnist.read(args.source) if args.source else None  # checked before any write
+    root = write_data_dir(args.data_dir)
     if root.exists() and not root.is_dir():
         raise fail(f"{root} exists and is not a directory")
     ensure_writable(root, "-data_dir")
@@ -111,8 +111,7 @@ def main(argv=None) -> None:
     if args.synthetic and target.exists() and synthetic_mark(target) is None and not args.force:
         raise fail(f"{target} exists and is not synthetic; pass -force to replace it")
     with Timer() as timer:
-        if args.source:
-            source = octmnist.read(args.source)
+        if source:
             if target.exists() and not args.force and md5sum(target) != source.md5:
                 raise fail(f"{target} exists and differs from {args.source}; pass -force to "
                            "replace it")

@@ -491,6 +491,7 @@ def main(argv: list[str] | None = None) -> None:
     out = cli.apply_common_args(args)
     name = "q2" if args.sweep else \
         f"q2-run-{config_name(args.learning_rate, args, args.no_maxpool)}"
+    out.check_replaceable(vars(args), name)  # a run of other settings replaces it only with -force
     try:
         data = octmnist.load(args.data_dir, args.subset, args.real_images, args.device)
         out.ensure_writable()

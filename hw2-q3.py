@@ -471,6 +471,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     out = cli.apply_common_args(args)
     name = run_name(args)
+    out.check_replaceable(vars(args), name, f"{name}-analysis")  # other settings: only -force
     if not args.analysis_only:
         out.ensure_writable()
         ensure_writable(checkpoint_path(args).parent, "-checkpoint_dir")

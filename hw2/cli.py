@@ -9,6 +9,7 @@ import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 
@@ -34,6 +35,13 @@ class Outputs:
     def ensure_writable(self) -> None:
         for folder in (self.results, self.plots):
             ensure_writable(folder, "-out_dir")
+
+    def check_replaceable(self, config: Mapping[str, Any], *names: str) -> None:
+        """Stop before a run starts if it would replace results/<name>.json of another
+        configuration without -force (config["force"]): see results.check_replaceable."""
+        from hw2.results import check_replaceable  # results imports this module
+        for name in names:
+            check_replaceable(self.results, name, config, bool(config.get("force")))
 
 
 def fail(message: str) -> SystemExit:
@@ -111,9 +119,16 @@ def ensure_writable(folder: Path, flag: str) -> None:
                    f"{err.strerror or type(err).__name__}") from None
 
 
-def add_common_args(parser, seed: int = 42, data: bool = True, threads: bool = False) -> None:
-    """Add the flags every script shares: -seed, -out_dir, and -data_dir (if it reads data)
-    and -threads (if it trains); apply_common_args acts on them."""
+FORCE_HELP = ("replace report/results/<name>.json even when it records another configuration; "
+              "without -force such a run stops before it starts, naming the settings that "
+              "differ (run-control flags such as -resume, -threads, -workers, -device, "
+              "-data_dir do not count); -out_dir writes elsewhere instead")
+
+
+def add_common_args(parser, seed: int = 42, data: bool = True, threads: bool = False,
+                    force_help: str = FORCE_HELP) -> None:
+    """Add the flags every script shares: -seed, -out_dir, -force, and -data_dir (if it reads
+    data) and -threads (if it trains); apply_common_args acts on them."""
     if data:
         parser.add_argument(
             "-data_dir", default=None,
@@ -126,6 +141,7 @@ def add_common_args(parser, seed: int = 42, data: bool = True, threads: bool = F
     parser.add_argument(
         "-out_dir", default=None,
         help="write plots/ and report/results/ under this folder instead of the repository")
+    parser.add_argument("-force", action="store_true", help=force_help)
 
 
 def apply_common_args(args: argparse.Namespace) -> Outputs:
@@ -143,3 +159,9 @@ def resolve_data_dir(flag_value: str | os.PathLike | None = None) -> Path:
     if os.environ.get(DATA_DIR_ENV):
         return Path(os.environ[DATA_DIR_ENV])
     return Path("data")
+
+
+def write_data_dir(flag_value: str | os.PathLike | None) -> Path:
+    """Where a script writes data: the `-data_dir` flag, else ./data -- never $HW2_DATA_DIR,
+    which is only read from (it may hold the shared, genuine data)."""
+    return Path(flag_value) if flag_value else Path("data")

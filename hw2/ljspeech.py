@@ -50,21 +50,29 @@ class Clip(NamedTuple):
 
 def parse_metadata(path: Path) -> list[Clip]:
     """LJ Speech's metadata.csv: one `id|text|normalized text` per line, UTF-8, no quoting
-    (a '"' is part of the text), in corpus order."""
+    (a '"' is part of the text), in corpus order. A repeated id (one wav, two transcripts)
+    and a file without any clip are refused."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise fail(f"{path}: no such file (LJ Speech metadata)") from None
     except UnicodeDecodeError as err:
         raise fail(f"{path}: not UTF-8 text ({err})") from None
-    clips = []
+    clips, first_line = [], {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         fields = line.split("|")
         if len(fields) != 3 or not fields[0]:
             raise fail(f"{path}:{number}: expected 'id|text|normalized text', got {line[:60]!r}")
+        if fields[0] in first_line:
+            raise fail(f"{path}:{number}: clip id {fields[0]} repeats line "
+                       f"{first_line[fields[0]]}")
+        first_line[fields[0]] = number
         clips.append(Clip(*fields))
+    if not clips:
+        raise fail(f"{path}: no clips (LJ Speech metadata has one 'id|text|normalized text' "
+                   "line per clip)")
     return clips
 
 
@@ -127,8 +135,9 @@ MIN_SAMPLES = MelSettings.n_fft // 2 + 1  # the centred STFT's reflect padding n
 
 def read_wav(path: Path) -> torch.Tensor:
     """Mono float32 waveform (N,) at 22,050 Hz, read with soundfile (no FFmpeg needed); other
-    sample rates are resampled, truncated wavs (fewer samples than the header declares) and
-    clips too short for one STFT frame are refused, naming the file."""
+    sample rates are resampled; truncated wavs (fewer samples than the header declares), clips
+    too short for one STFT frame and samples that are NaN or infinite (a float wav) are
+    refused, naming the file."""
     try:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except FileNotFoundError:
@@ -142,6 +151,9 @@ def read_wav(path: Path) -> torch.Tensor:
     if data.shape[0] < MIN_SAMPLES:
         raise DataError(f"{path}: too short ({data.shape[0]} samples; one frame needs "
                         f"{MIN_SAMPLES})")
+    if not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).any(axis=1).sum())
+        raise DataError(f"{path}: {bad} of its {data.shape[0]} samples are NaN or infinite")
     waveform = torch.from_numpy(data.mean(axis=1))
     if rate != SAMPLE_RATE:
         waveform = torchaudio.functional.resample(waveform, rate, SAMPLE_RATE)

@@ -37,6 +37,7 @@ SPLIT_COUNTS = {
 REAL_SIZES = {s: sum(c) for s, c in SPLIT_COUNTS.items()}  # 97477 / 10832 / 1000
 SYNTHETIC_MARK = b"hw2-synthetic-octmnist"
 REAL_CHECK_FILENAME = "octmnist_kermany.npz"  # 80 genuine OCT images, if the data folder has them
+MAX_CHECK_IMAGES = 500  # -real_images holds a few genuine images, never a training set
 TEST_SUBSET = (182, 55, 42, 250)  # first test images of classes 0..3 the handed-out loader keeps
 
 
@@ -86,6 +87,10 @@ def read(path: Path) -> OctFile:
         raw = Path(path).read_bytes()
     except FileNotFoundError:
         raise fail(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise fail(f"{path}: is a folder, not an .npz file") from None
+    except OSError as err:
+        raise fail(f"{path}: cannot be read ({err.strerror or type(err).__name__})") from None
     try:
         with np.load(io.BytesIO(raw), allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
@@ -161,6 +166,8 @@ def find_real_check(flag: str | None, data_dir: str | os.PathLike | None) -> Pat
     if flag:
         if not Path(flag).exists():
             raise fail(f"{flag} not found (-real_images)")
+        if Path(flag).is_dir():
+            raise fail(f"{flag} is a folder, not an .npz file (-real_images)")
         return Path(flag)
     for folder in (resolve_data_dir(data_dir), resolve_data_dir(None)):
         if (folder / REAL_CHECK_FILENAME).exists():
@@ -168,10 +175,25 @@ def find_real_check(flag: str | None, data_dir: str | os.PathLike | None) -> Pat
     return None
 
 
+def check_is_check_set(file: OctFile) -> None:
+    """A check set is a few genuine images in OCTMNIST's schema: neither the synthetic
+    stand-in nor OCTMNIST itself (training files), nor more than MAX_CHECK_IMAGES images."""
+    what = "the synthetic stand-in" if file.mark is not None else \
+        "OCTMNIST itself" if file.md5 == REAL_MD5 else None
+    if what:
+        raise fail(f"{file.path}: is {what}, a training file, not a check set of genuine "
+                   "images (-real_images)")
+    count = sum(file.sizes().values())
+    if count > MAX_CHECK_IMAGES:
+        raise fail(f"{file.path}: holds {count} images; a check set of genuine images has at "
+                   f"most {MAX_CHECK_IMAGES} (-real_images)")
+
+
 def load_real_check(path: Path) -> tuple[tuple[torch.Tensor, torch.Tensor], str]:
     """The genuine Kermany OCT images of all three splits together, preprocessed like
     OCTMNIST, and the file's MD5."""
     file = read(path)
+    check_is_check_set(file)
     images = np.concatenate([file.arrays[f"{s}_images"] for s in SPLITS])
     labels = np.concatenate([file.arrays[f"{s}_labels"] for s in SPLITS])
     return as_tensors(images, labels), file.md5
@@ -192,5 +214,7 @@ def load(data_dir: str | os.PathLike | None, subset: int | None, real_images: st
     real_check, info["real_check"], info["real_check_md5"] = None, None, None
     if real_path:
         real_check, info["real_check_md5"] = load_real_check(real_path)
+        if info["real_check_md5"] == info["md5"]:
+            raise fail(f"{real_path}: is the training file, not a check set (-real_images)")
         real_check, info["real_check"] = tuple(t.to(device) for t in real_check), str(real_path)
     return Data({k: tuple(t.to(device) for t in v) for k, v in splits.items()}, real_check, info)

@@ -15,6 +15,7 @@ import torch
 
 from hw2 import REPO_DIR
 from hw2.checkpoints import atomic_write
+from hw2.cli import fail
 
 
 def library_versions() -> dict[str, str]:
@@ -74,13 +75,63 @@ def script_path() -> str:
     return str(script.relative_to(REPO_DIR)) if script.is_relative_to(REPO_DIR) else script.name
 
 
+# Settings that control how a run goes, not what it computes: they may differ between the run
+# that wrote a results file and the one that replaces it.
+RUN_CONTROL = frozenset({
+    "resume", "no_progress", "threads", "workers", "jobs", "group", "argv", "cache_dir",
+    "checkpoint_dir", "out_dir", "force", "analysis_only", "data_dir", "real_dir", "real_images",
+    "device"})
+
+
+def config_changes(recorded: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    """The settings, other than RUN_CONTROL, in which `config` differs from `recorded`, as
+    'name old -> new' in name order. A flag removed since the recorded run changes nothing, and
+    one added since counts only when it is on (not None, False, 0 or "")."""
+    new = json.loads(json.dumps(_jsonable(dict(config))))  # as it would be recorded
+
+    def shown(side: Mapping[str, Any], key: str) -> str:
+        return repr(side[key]) if key in side else "unset"
+
+    changes = []
+    for key in sorted({*new, *recorded}):
+        if key in RUN_CONTROL or recorded.get(key) == new.get(key):
+            continue
+        if key not in new or (key not in recorded and new[key] in (None, False, "")):
+            continue
+        changes.append(f"{key} {shown(recorded, key)} -> {shown(new, key)}")
+    return changes
+
+
+def check_replaceable(results_dir: Path, name: str, config: Mapping[str, Any],
+                      force: bool = False) -> None:
+    """Refuse, in one line, to replace `<results_dir>/<name>.json` when it records another
+    configuration (config_changes), unless `force`: a smoke run never silently replaces a
+    committed result. Scripts call it before they start; write_results calls it again.
+    A file that records no configuration is not a results record and is not kept."""
+    path = Path(results_dir) / f"{name}.json"
+    if force or not path.exists():
+        return
+    try:
+        recorded = json.loads(path.read_text()).get("config")
+    except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not an object
+        recorded = None
+    if not isinstance(recorded, dict):
+        return  # not a results record (write_results always records the configuration)
+    changes = config_changes(recorded, config)
+    if changes:
+        raise fail(f"{path} records another configuration ({', '.join(changes)}); pass -force "
+                   "to replace it, or -out_dir to write elsewhere")
+
+
 def write_results(name: str, results: Mapping[str, Any], *, config: Mapping[str, Any],
                   seed: int, data: Any, wall_time_s: float, results_dir: Path) -> Path:
     """Write `report/results/<name>.json`: the numbers and everything needed to trace them.
 
     `config` is the command-line configuration (e.g. `vars(args)`), `data` says which data
-    the numbers were obtained on (a string or a dict; synthetic data must say so).
+    the numbers were obtained on (a string or a dict; synthetic data must say so). A file of
+    another configuration is replaced only with config["force"] (check_replaceable).
     """
+    check_replaceable(results_dir, name, config, bool(config.get("force")))
     out_dir = Path(results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {

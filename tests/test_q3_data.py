@@ -33,6 +33,17 @@ def test_malformed_metadata_line_is_a_clear_error(tmp_path):
         lj.parse_metadata(tmp_path / "missing.csv")
 
 
+def test_repeated_ids_and_empty_metadata_are_refused_naming_lines_or_file(tmp_path):
+    path = tmp_path / "metadata.csv"
+    path.write_text("LJ1|a|a\nLJ2|b|b\n\nLJ1|c|c\n")  # one wav, two transcripts
+    with pytest.raises(SystemExit, match=r"^error: \S*metadata.csv:4: clip id LJ1 repeats "
+                                         r"line 1$"):
+        lj.parse_metadata(path)
+    path.write_text("\n\n")
+    with pytest.raises(SystemExit, match=r"^error: \S*metadata.csv: no clips \(LJ Speech"):
+        lj.parse_metadata(path)
+
+
 def test_shared_metadata_splits_and_available_clips():
     corpus = lj.LJSpeech(shared_file("LJSpeech-1.1/metadata.csv").parent)
     assert len(corpus.clips) == 13100
@@ -119,6 +130,19 @@ def test_audio_is_checked_resampled_and_truncation_detected(tmp_path):
     (wavs / "cut.wav").write_bytes(whole[:len(whole) - 2000])  # 1,000 samples lost
     with pytest.raises(lj.DataError, match="cut.wav: truncated wav .3000 of the 4000"):
         lj.read_wav(wavs / "cut.wav")
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_audio_is_refused_at_read_time_naming_the_file(tmp_path, value):
+    audio = np.zeros(1000, np.float32)
+    audio[[10, 500]] = value
+    soundfile.write(str(tmp_path / "bad.wav"), audio, lj.SAMPLE_RATE, subtype="FLOAT")
+    with pytest.raises(lj.DataError, match=r"bad.wav: 2 of its 1000 samples are NaN or "
+                                           r"infinite$"):
+        lj.read_wav(tmp_path / "bad.wav")
+    audio[[10, 500]] = 0.5  # the same float wav, finite: read as it is
+    soundfile.write(str(tmp_path / "bad.wav"), audio, lj.SAMPLE_RATE, subtype="FLOAT")
+    assert lj.read_wav(tmp_path / "bad.wav")[500] == 0.5
 
 
 def speech_dataset(tmp_path, seconds) -> lj.SpeechDataset:
@@ -254,3 +278,18 @@ def test_a_failing_synthesiser_says_why_in_one_line():
         dl.run_synthesiser(failing)
     with pytest.raises(dl.SynthesiserError, match="no-such-synthesiser failed"):
         dl.run_synthesiser(["no-such-synthesiser"])
+
+
+def test_a_synthesiser_without_audio_is_a_synthesiser_error(tmp_path):
+    raw = tmp_path / "raw.wav"
+    with pytest.raises(dl.SynthesiserError, match="^flite exited 0 but wrote no wav$"):
+        dl.read_output(raw, "flite")
+    raw.write_bytes(b"")
+    with pytest.raises(dl.SynthesiserError, match=r"^flite wrote an unreadable wav \("):
+        dl.read_output(raw, "flite")
+    soundfile.write(str(raw), np.zeros(0), 16000, subtype="PCM_16")
+    with pytest.raises(dl.SynthesiserError, match="^espeak-ng wrote a wav without samples$"):
+        dl.read_output(raw, "espeak-ng")
+    soundfile.write(str(raw), np.full((300, 2), 0.25), 16000, subtype="PCM_16")
+    audio, rate = dl.read_output(raw, "espeak-ng")
+    assert rate == 16000 and audio.shape == (300,)
