@@ -373,28 +373,27 @@ def draw_recurrence(ax, n: int) -> None:
         ax.annotate("", (i, 2.2), (i, 1.45), arrowprops={**arrow, "color": "grey"})
         if i:
             ax.annotate("", (i - 0.25, 1.2), (i - 0.75, 1.2), arrowprops=arrow)
-    ax.text(n - 0.3, 2.45, "query to the audio\n(cross-attention)", fontsize=9, color="grey",
+    ax.text(n - 0.3, 2.45, "query to the audio\n(cross-attention)", fontsize=10, color="grey",
             ha="left", va="center")
     ax.text(n + 0.2, 1.2, "state (h, c): 2 x 200\nnumbers carry the\nwhole prefix",
-            fontsize=9, color="#1f77b4", va="center")
+            fontsize=10, color="#1f77b4", va="center")
 
 
 def draw_causal_attention(ax, n: int, query: int) -> None:
     """Arcs from every position up to `query` into it; later positions greyed (masked)."""
     for i in range(n):
-        ax.text(i, 0.55, f"+p{i}", ha="center", va="center", fontsize=8, color="#2ca02c")
+        ax.text(i, 0.55, f"+p{i}", ha="center", va="center", fontsize=9.5, color="#2ca02c")
     for j in range(query + 1):
         ax.annotate("", (query, 1.5), (j, 0.8), arrowprops={
             "arrowstyle": "->", "color": "#d62728", "alpha": 0.35 + 0.65 * (j == query),
             "connectionstyle": "arc3,rad=-0.2" if j < query else "arc3", "lw": 1.1})
     for j in range(query + 1, n):
-        ax.text(j, 1.0, "masked", ha="center", va="center", fontsize=7, color="grey",
-                rotation=90)
-    ax.text(query, 1.75, "position t", ha="center", va="center", fontsize=9, color="#d62728",
+        ax.text(j, 1.05, "masked", ha="center", va="center", fontsize=9.5, color="grey")
+    ax.text(query, 1.75, "position t", ha="center", va="center", fontsize=10, color="#d62728",
             bbox={"boxstyle": "square", "fc": "white", "ec": "#d62728"})
     ax.annotate("", (query, 2.55), (query, 2.0), arrowprops={"arrowstyle": "->",
                                                            "color": "grey"})
     ax.text(query + 0.3, 2.45, "query to the audio (cross-attention),\nknows its position t",
-            fontsize=9, color="grey", va="center")
-    ax.text(n + 0.2, 0.55, "+p: learned position\nembedding", fontsize=9, color="#2ca02c",
+            fontsize=10, color="grey", va="center")
+    ax.text(n + 0.2, 0.55, "+p: learned position\nembedding", fontsize=10, color="#2ca02c",
             va="center")
