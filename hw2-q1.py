@@ -1,16 +1,9 @@
 #!/usr/bin/env python
 """Question 1: self-attention complexity and the McLaurin feature-map approximation of softmax.
 
-Every written claim of report/q1 is checked here on numbers:
-  Q1.1  softmax(QK^T)V costs O(L^2 D): timed over L (log-log slope fitted where the L x L
-        scores are far larger than the CPU caches, local slopes across the whole grid),
-        exact multiply-adds.
-  Q1.2  phi(q)^T phi(k) = sum_{n<K} (q^T k)^n / n! for two feature maps (tensor powers and
-        weighted monomials), for many (D, K), to float64 precision; their lengths M.
-  Q1.3  D^{-1} Phi(Q) Phi(K)^T V equals attention with truncated-series weights; its distance
-        to softmax attention as the scores grow.
-  Q1.4  Phi(Q) (Phi(K)^T V) / Phi(Q) (Phi(K)^T 1) costs O(L M D): timed over L (slope ~ 1),
-        crossover with softmax attention, cost against M and D.
+Checks each claim of the report's Q1 on random matrices: the two feature maps and their lengths
+(Q1.2), the three forms of the approximation and its error (Q1.3), and the time of softmax
+attention and of the linear form against L, M and D on one CPU thread (Q1.1, Q1.4).
 Writes report/results/q1.json and plots/q1-*.{png,pdf}.
 """
 from __future__ import annotations
@@ -28,9 +21,10 @@ import numpy as np
 import torch
 
 from hw2 import REPO_DIR
+from hw2 import figures
 from hw2.cli import add_common_args, apply_common_args, fail
 from hw2.results import Timer, write_results
-from utils import configure_seed, plot_lines
+from utils import configure_seed
 
 Tensor = torch.Tensor
 
@@ -225,17 +219,13 @@ def exp_truncation_curves(term_counts: list[int], plots_dir: Path) -> dict:
     the root of the previous odd truncation, where it equals the last term t^{K-1}/(K-1)! > 0);
     an odd top degree (K even) goes to -inf as t -> -inf, so the normaliser can vanish.
     """
-    t = torch.linspace(-6, 3, 361, dtype=torch.float64)
     wide = torch.linspace(-50, 50, 20001, dtype=torch.float64)
-    curves = {"exp(t)": (t.tolist(), torch.exp(t).tolist())}
     positivity = []
     for n_terms in term_counts:
-        curves[f"K={n_terms}"] = (t.tolist(), truncated_exp(t, n_terms).tolist())
         minimum = truncated_exp(wide, n_terms).min().item()
         positivity.append({"K": n_terms, "top_degree": n_terms - 1,
                            "min_on_t_in_-50_50": minimum, "positive_everywhere": minimum > 0})
-    plot_lines("q1-exp-approximation", curves, "t", "value",
-               title="exp(t) and its McLaurin truncations (K terms)", plots_dir=plots_dir)
+    figures.plot_q1_exp(term_counts, plots_dir)
     return {"positivity": positivity}
 
 
@@ -268,72 +258,81 @@ def error_against_scale(length: int, d: int, term_counts: list[int], scales: np.
             approx = series_attention(q, k, base[2], n_terms)
             errors[n_terms].append((approx - exact).abs().max().item())
             negative[n_terms].append((truncated_exp(q @ k.T, n_terms) < 0).double().mean().item())
-    plot_lines("q1-approx-error-vs-scale",
-               {f"K={n}": (scales.tolist(), errors[n]) for n in term_counts},
-               "std of q^T k", "max |Z_approx - Z_softmax|", logx=True, logy=True, marker="o",
-               title=f"Truncated-series attention vs softmax (L={length}, D={d})",
-               plots_dir=plots_dir)
-    return {"L": length, "D": d, "scales": scales.tolist(),
-            "max_abs_err": {str(n): errors[n] for n in term_counts},
-            "fraction_negative_weights": {str(n): negative[n] for n in term_counts}}
+    scale = {"L": length, "D": d, "scales": scales.tolist(),
+             "max_abs_err": {str(n): errors[n] for n in term_counts},
+             "fraction_negative_weights": {str(n): negative[n] for n in term_counts}}
+    figures.plot_q1_error_vs_scale(scale, plots_dir)
+    return scale
 
 
-def time_over_length(lengths: list[int], d: int, n_terms: int, repeats: int,
-                     fit_from: int, plots_dir: Path) -> dict:
-    """Q1.1 and Q1.4: softmax attention vs the linear form (compact map) over L, float32.
-
-    The slopes are fitted over L >= fit_from only: below it, fixed per-call costs (small L)
-    and the L x L scores moving out of the caches (larger L) bend the curve, so a fit across
-    the whole grid depends on where the grid starts and ends.
-    """
-    m = monomial_dim(d, n_terms)
+def time_forms(lengths: list[int], softmax_up_to: int, d: int, n_terms: int,
+               repeats: int) -> tuple[list[float], list[float]]:
+    """Best-of-`repeats` seconds, float32, of softmax attention (for L <= softmax_up_to: its
+    L x L scores outgrow memory first) and of the linear form with the compact map, features
+    built inside the timed call, for every L."""
     t_soft, t_lin = [], []
     for length in lengths:
         q, k, v = (torch.randn(length, d) / d ** 0.25 for _ in range(3))
-        t_soft.append(best_time(lambda: softmax_attention(q, k, v), repeats))
+        if length <= softmax_up_to:
+            t_soft.append(best_time(lambda: softmax_attention(q, k, v), repeats))
         t_lin.append(best_time(lambda: linear_feature_attention(
             monomial_features(q, n_terms), monomial_features(k, n_terms), v), repeats))
-    fit = [i for i, length in enumerate(lengths) if length >= fit_from]
+    return t_soft, t_lin
+
+
+def power_law(lengths: list[int], seconds: list[float], fit_from: int,
+              working_set_mib: list[float]) -> dict:
+    """Log-log slope of time against L fitted over L >= fit_from (where the working set is
+    far out of the caches), and the local slope between neighbouring lengths."""
+    fit = [length for length in lengths[:len(seconds)] if length >= fit_from]
     if len(fit) < 2:
         raise ValueError(f"need two lengths >= {fit_from} to fit a slope, got {lengths}")
-    fit_lengths = [lengths[i] for i in fit]
-    slope_soft, _ = fit_loglog_slope(fit_lengths, [t_soft[i] for i in fit])
-    slope_lin, _ = fit_loglog_slope(fit_lengths, [t_lin[i] for i in fit])
-    scores_mib = [4 * length * length / 2 ** 20 for length in lengths]  # one float32 L x L
-    local_soft = local_slopes(lengths, t_soft)
-    steepest = int(np.argmax(local_soft))
-    crossover, how = crossover_length(lengths, t_soft, t_lin)
-    plot_lines("q1-time-vs-length",
-               {"softmax attention  O(L^2 D)": (lengths, t_soft),
-                f"linear form, compact map (M={m})  O(L M D)": (lengths, t_lin)},
-               "sequence length L", "seconds (best of repeats)", logx=True, logy=True, marker="o",
-               title=f"Attention time on CPU, D={d}, K={n_terms}", plots_dir=plots_dir)
-    return {
-        "D": d, "K": n_terms, "M": m, "lengths": lengths, "repeats": repeats,
-        "seconds_softmax": t_soft, "seconds_linear": t_lin,
-        "slope_fit_lengths": fit_lengths,
-        "slope_fit_range": [fit_lengths[0], fit_lengths[-1]],
-        "slope_fit_scores_mib": [scores_mib[fit[0]], scores_mib[fit[-1]]],
-        "slope_softmax": slope_soft, "slope_linear": slope_lin,
-        "local_slopes_softmax": local_soft,
-        "local_slopes_linear": local_slopes(lengths, t_lin),
+    slope, _ = fit_loglog_slope(fit, seconds[-len(fit):])
+    return {"lengths": lengths[:len(seconds)], "seconds": seconds, "fit_lengths": fit,
+            "fit_range": [fit[0], fit[-1]], "slope": slope,
+            "local_slopes": local_slopes(lengths[:len(seconds)], seconds),
+            "working_set_mib": working_set_mib[:len(seconds)],
+            "fit_working_set_mib": [working_set_mib[lengths.index(fit[0])],
+                                    working_set_mib[lengths.index(fit[-1])]]}
+
+
+def time_over_length(lengths: list[int], softmax_up_to: int, d: int, n_terms: int,
+                     repeats: int, fit_from: tuple[int, int], plots_dir: Path) -> dict:
+    """Q1.1 and Q1.4: softmax attention vs the linear form (compact map) over L, float32.
+
+    Each slope is fitted where its working set (softmax: one L x L score matrix; linear form:
+    Phi(Q) and Phi(K)) is at least twice the last-level cache, so every pass runs at
+    main-memory speed; below, per-call costs and cache effects bend the curves.
+    """
+    m = monomial_dim(d, n_terms)
+    t_soft, t_lin = time_forms(lengths, softmax_up_to, d, n_terms, repeats)
+    softmax = power_law(lengths, t_soft, fit_from[0], [4 * l * l / 2 ** 20 for l in lengths])
+    linear = power_law(lengths, t_lin, fit_from[1], [2 * 4 * l * m / 2 ** 20 for l in lengths])
+    steepest = int(np.argmax(softmax["local_slopes"]))
+    shared = softmax["lengths"]
+    crossover, how = crossover_length(shared, t_soft, t_lin[:len(shared)])
+    timing = {
+        "D": d, "K": n_terms, "M": m, "repeats": repeats, "threads": torch.get_num_threads(),
+        "softmax": softmax, "linear": linear,
         "steepest_local_slope_softmax": {
-            "slope": local_soft[steepest],
-            "from_L": lengths[steepest], "to_L": lengths[steepest + 1],
-            "from_scores_mib": scores_mib[steepest], "to_scores_mib": scores_mib[steepest + 1]},
-        "scores_mib": scores_mib,
+            "slope": softmax["local_slopes"][steepest],
+            "from_L": shared[steepest], "to_L": shared[steepest + 1],
+            "from_scores_mib": softmax["working_set_mib"][steepest],
+            "to_scores_mib": softmax["working_set_mib"][steepest + 1]},
         "cpu_caches_mib": cpu_caches_mib(),
         "crossover_L": crossover, "crossover_method": how,
         # By multiply-add count the two meet where 2 L^2 D = 2 L M (D + 1), i.e. L = M (D+1)/D.
         "crossover_L_by_macs": m * (d + 1) / d,
-        "macs_softmax": [softmax_attention_macs(l, d) for l in lengths],
+        "macs_softmax": [softmax_attention_macs(l, d) for l in shared],
         "macs_linear": [linear_attention_macs(l, m, d) for l in lengths],
     }
+    figures.plot_q1_time(timing, plots_dir)
+    return timing
 
 
-def timing_memory_bytes(length: int, d: int, n_terms: int) -> float:
-    """About the peak memory of `time_over_length` at its longest L, float32: softmax attention
-    holds the L x L scores and their softmax; the linear form holds Phi(Q) (L x M) while it
+def timing_memory_bytes(length: int, softmax_length: int, d: int, n_terms: int) -> float:
+    """About the peak memory of `time_over_length`, float32: softmax attention at its longest
+    L holds the L x L scores and their softmax; the linear form holds Phi(Q) (L x M) while it
     builds Phi(K), whose top-degree block first gathers (L, n_top, K - 1) factors. Computed
     with lgamma in floating point: for an absurd -K, M has more digits than is worth counting
     exactly (inf once it passes 1e300)."""
@@ -341,7 +340,7 @@ def timing_memory_bytes(length: int, d: int, n_terms: int) -> float:
         return math.exp(x) if x < 690 else math.inf
     m = exp(math.lgamma(d + n_terms) - math.lgamma(d + 1) - math.lgamma(n_terms))
     top = exp(math.lgamma(d + n_terms - 1) - math.lgamma(d) - math.lgamma(n_terms))
-    return max(8.0 * length * length, 4.0 * length * (2 * m + (n_terms - 1) * top))
+    return max(8.0 * softmax_length ** 2, 4.0 * length * (2 * m + (n_terms - 1) * top))
 
 
 def available_memory_bytes() -> int:
@@ -355,10 +354,11 @@ def available_memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def check_timing_memory(length: int, d: int, n_terms: int) -> None:
+def check_timing_memory(length: int, softmax_length: int, d: int, n_terms: int) -> None:
     """Stop before any work if the timings need more memory than this machine has free
     (-K 40 would otherwise allocate until the process is killed), saying how much."""
-    need, available = timing_memory_bytes(length, d, n_terms), available_memory_bytes()
+    need = timing_memory_bytes(length, softmax_length, d, n_terms)
+    available = available_memory_bytes()
     if need > available:
         gib = need / 2 ** 30
         raise fail(f"-D {d} -K {n_terms}: the timings (L up to {length}) would need "
@@ -379,15 +379,9 @@ def time_over_feature_size(length: int, configs: list[tuple[int, int]], repeats:
         rows.append({"D": d, "K": n_terms, "M": m, "M_times_D": m * d, "seconds": seconds,
                      "macs": linear_attention_macs(length, m, d)})
     slope, _ = fit_loglog_slope([r["M_times_D"] for r in rows], [r["seconds"] for r in rows])
-    by_k = {}
-    for r in rows:
-        by_k.setdefault(r["K"], ([], []))
-        by_k[r["K"]][0].append(r["M_times_D"])
-        by_k[r["K"]][1].append(r["seconds"])
-    plot_lines("q1-linear-cost-vs-MD", {f"K={k} (D varies)": xy for k, xy in sorted(by_k.items())},
-               "M x D", "seconds (best of repeats)", logx=True, logy=True, marker="o",
-               title=f"Linear form at L={length}: cost grows with M D", plots_dir=plots_dir)
-    return {"L": length, "rows": rows, "slope_vs_MD": slope}
+    cost = {"L": length, "rows": rows, "slope_vs_MD": slope}
+    figures.plot_q1_feature_cost(cost, plots_dir)
+    return cost
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -400,7 +394,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("-K", type=int, default=3,
                         help="McLaurin terms used for the timings (default: %(default)s, "
                              "as in the statement)")
-    parser.add_argument("-repeats", type=int, default=5,
+    parser.add_argument("-repeats", type=int, default=10,
                         help="timing repeats, the best is kept (default: %(default)s)")
     parser.add_argument("-quick", action="store_true",
                         help="small sizes for a smoke run (under 20 s); timings less reliable; "
@@ -413,25 +407,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def timing_sizes(quick: bool) -> dict:
+    """The lengths and sizes timed. The full grid times the linear form up to L = 2^18, where
+    Phi(Q) and Phi(K) (D = 32, K = 3: 1.1 GiB) are far out of any cache, and fits each slope
+    where its working set is at least 64 MiB, twice the 32 MiB last-level cache timed here."""
+    if quick:
+        return {"lengths": [128, 256, 512, 1024, 2048], "softmax_up_to": 2048,
+                "fit_from": (512, 512), "feature_len": 512,
+                "size_configs": [(8, 3), (16, 3), (32, 3), (8, 2), (16, 2), (8, 4)]}
+    return {"lengths": [256, 512, 1024, 2048, 3072, 4096, 6144, 8192, 12288, 16384, 32768,
+                        65536, 131072, 262144],
+            "softmax_up_to": 16384, "fit_from": (4096, 32768), "feature_len": 65536,
+            "size_configs": [(8, 3), (16, 3), (32, 3), (64, 3), (8, 2), (16, 2), (32, 2),
+                             (64, 2), (8, 4), (16, 4)]}
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     out = apply_common_args(args)
     configure_seed(args.seed)
+    # One thread: the timings measure the algorithm, not how a second core shared with
+    # other processes happens to be scheduled.
+    torch.set_num_threads(1)
     out.ensure_writable()  # before the work, not after
     with Timer() as wall:
-        if args.quick:
-            lengths, repeats, feature_len = [128, 256, 512, 1024, 2048], min(args.repeats, 2), 512
-            fit_from = 512
-            size_configs = [(8, 3), (16, 3), (32, 3), (8, 2), (16, 2), (8, 4)]
-        else:
-            # The slopes are fitted from L = 4096 on, where one float32 L x L score matrix
-            # (64 MiB and more) is larger than the last-level cache of common CPUs, so every
-            # pass over the scores goes to main memory and time grows like L^2 again.
-            lengths = [256, 512, 1024, 2048, 3072, 4096, 6144, 8192, 12288, 16384]
-            repeats, feature_len, fit_from = args.repeats, 16384, 4096
-            size_configs = [(8, 3), (16, 3), (32, 3), (64, 3), (8, 2), (16, 2), (32, 2),
-                            (64, 2), (8, 4), (16, 4)]
-        check_timing_memory(max(lengths), args.D, args.K)
+        sizes = timing_sizes(args.quick)
+        repeats = min(args.repeats, 2) if args.quick else args.repeats
+        check_timing_memory(max(sizes["lengths"]), sizes["softmax_up_to"], args.D, args.K)
         cases = [(1, 3), (2, 2), (2, 3), (3, 3), (4, 3), (8, 3), (16, 3), (3, 4), (5, 4),
                  (8, 4), (2, 5), (4, 5), (3, 6)]
         feature_map = check_feature_maps(cases, n_pairs=200)
@@ -443,16 +445,20 @@ def main(argv=None) -> None:
         print(f"Q1.3 D^-1 Phi Phi^T V vs series attention: "
               f"{identities['quadratic_vs_series_max_abs_err_compact']:.2e}")
         scale = error_against_scale(64, 16, [2, 3, 4, 5], np.logspace(-2, 1, 13), out.plots)
-        timing = time_over_length(lengths, args.D, args.K, repeats, fit_from, out.plots)
-        low, high = timing["slope_fit_range"]
-        print(f"Q1.1 softmax slope {timing['slope_softmax']:.2f}; Q1.4 linear slope "
-              f"{timing['slope_linear']:.2f} (L {low}-{high}); "
+        figures.plot_q1_truncation([row["K"] for row in exp_fit["positivity"]], scale, out.plots)
+        timing = time_over_length(sizes["lengths"], sizes["softmax_up_to"], args.D, args.K,
+                                  repeats, sizes["fit_from"], out.plots)
+        print(f"Q1.1 softmax slope {timing['softmax']['slope']:.2f} "
+              f"(L {'-'.join(map(str, timing['softmax']['fit_range']))}); Q1.4 linear slope "
+              f"{timing['linear']['slope']:.2f} "
+              f"(L {'-'.join(map(str, timing['linear']['fit_range']))}); "
               f"crossover L ~ {timing['crossover_L']}")
-        feature_cost = time_over_feature_size(feature_len, size_configs, repeats, out.plots)
+        feature_cost = time_over_feature_size(sizes["feature_len"], sizes["size_configs"],
+                                              repeats, out.plots)
         print(f"Q1.4 linear-form time vs M*D: slope {feature_cost['slope_vs_MD']:.2f}")
     results = {
-        "slope_softmax": timing["slope_softmax"],
-        "slope_linear": timing["slope_linear"],
+        "slope_softmax": timing["softmax"]["slope"],
+        "slope_linear": timing["linear"]["slope"],
         "crossover_L": timing["crossover_L"],
         "linear_vs_quadratic_max_abs_err": max(
             identities["linear_vs_quadratic_max_abs_err_tensor"],

@@ -1,20 +1,20 @@
 #!/usr/bin/env python
-"""Build report/report.md from the templates in report/src/ and the results files, the README's
-"results at a glance" table between its markers, and report/report.pdf from report.md.
+"""Build the report from the results files: redraw its figures (plots/), fill the templates of
+report/src/ into report/report.md and report/engineering.md, regenerate the README's "results
+at a glance" table, and typeset report/report.pdf.
 
 Templates are Markdown with two kinds of placeholders, filled from report/results/*.json:
-  {{ q1.results.slope_softmax :.2f }}   a value: results file `q1.json`, then a dotted path
-                                        (list items by index), then an optional format spec;
-  {{ table q1_feature_map }}            a table made by one of the TABLES functions below.
-A missing or unreadable results file, key or table stops the build with an error naming it,
-so the report can never show a number that no run produced. The output is deterministic:
-building twice from the same results gives the same bytes.
-
-The PDF is made by pandoc with pdflatex (Debian: PDF_PACKAGES below); where they are missing
-the PDF step is skipped with a one-line message and the Markdown build still succeeds.
+  {{ q1.results.slope_softmax :.2f }}   a value: results file `q1.json`, a dotted path and an
+                                        optional format spec; a path step is a key, a list
+                                        index (-1: the last) or a selector [field=value]
+                                        (the one list item whose field prints as value);
+  {{ table q2_runs }}                   a table made by one of the functions in TABLES.
+A missing results file, key or table stops the build with an error naming it, so no number
+can appear that no run produced; building twice from the same results gives the same bytes.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -26,15 +26,25 @@ from pathlib import Path
 from typing import Any, Callable
 
 REPORT_DIR = Path(__file__).resolve().parent
+REPO_DIR = REPORT_DIR.parent
+sys.path.insert(0, str(REPO_DIR))
+
+from hw2 import figures  # noqa: E402
+
 RESULTS_DIR = REPORT_DIR / "results"
-SECTIONS = ["header.md", "q1.md", "q2.md", "q3.md", "closing.md"]
-OUTPUT = REPORT_DIR / "report.md"
+PLOTS_DIR = REPO_DIR / "plots"
+# Each document and the templates it is made of, in order.
+DOCUMENTS = {"report.md": ["header.md", "q1.md", "q2.md", "q3.md", "appendix.md"],
+             "engineering.md": ["engineering.md"]}
 PDF_OUTPUT = REPORT_DIR / "report.pdf"
-README = REPORT_DIR.parent / "README.md"
+README = REPO_DIR / "README.md"
 GLANCE_BEGIN = "<!-- results-at-a-glance: begin -->"
 GLANCE_END = "<!-- results-at-a-glance: end -->"
 
-PLACEHOLDER = re.compile(r"\{\{\s*(table\s+)?([\w\-]+)((?:\.[\w\-]+)*)\s*(?::\s*([^}]*?))?\s*\}\}")
+PLACEHOLDER = re.compile(
+    r"\{\{\s*(table\s+)?([\w\-]+)((?:\.(?:\[[^\]]*\]|[\w\-]+))*)\s*(?::\s*([^}]*?))?\s*\}\}")
+PATH_STEP = re.compile(r"\[([^\]=]+)=([^\]]*)\]|([\w\-]+)")
+PANDOC_COLUMNS = 110  # pandoc's --columns: wider Markdown tables are fitted to the page
 
 
 class BuildError(Exception):
@@ -62,77 +72,99 @@ class Results:
 
     def get(self, name: str, dotted: str) -> Any:
         value = self[name]
-        for key in filter(None, dotted.split(".")):
+        for field, wanted, key in PATH_STEP.findall(dotted):
             try:
-                value = value[int(key)] if isinstance(value, list) else value[key]
+                value = (select(value, field, wanted) if field else
+                         value[int(key)] if isinstance(value, list) else value[key])
             except (KeyError, IndexError, ValueError, TypeError):
                 raise BuildError(f"{name}.json has no '{dotted.lstrip('.')}'") from None
         return value
 
 
-def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
-    """A pipe table. Each column's dashes follow its longest cell (3 to 50): pandoc sizes the
-    columns of a wide table by them, so long text gets room in the PDF."""
+def select(items: list[dict], field: str, wanted: str) -> dict:
+    """The one item of `items` whose `field` prints as `wanted` (ValueError otherwise)."""
+    found = [item for item in items if str(item.get(field)) == wanted]
+    if len(found) != 1:
+        raise ValueError(f"{len(found)} items with {field}={wanted}")
+    return found[0]
+
+
+def markdown_table(header: list[str], rows: list[list[Any]], wrap: bool = False) -> str:
+    """A pipe table. Each column's dashes follow its longest cell (3 to 50). A table whose
+    lines all fit PANDOC_COLUMNS keeps its natural widths in the PDF; `wrap` lengthens the
+    dashes past that, so pandoc fits the table to the text width in proportion to them,
+    wrapping long cells."""
     cells = [header] + [[str(c) for c in row] for row in rows]
     widths = [min(50, max(3, max(len(row[i]) for row in cells))) for i in range(len(header))]
+    if wrap:
+        widths = [w * -(-(PANDOC_COLUMNS + 1) // sum(widths)) for w in widths]
     lines = ["| " + " | ".join(header) + " |", "|" + "".join("-" * w + "|" for w in widths)]
     lines += ["| " + " | ".join(row) + " |" for row in cells[1:]]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Question 1
+# ---------------------------------------------------------------------------------------------
+def table_q1_timing(res: Results) -> str:
+    """Times over L with the local log-log slope from the previous L; the times of each slope
+    fit in bold; softmax attention stops where its L x L scores would outgrow memory."""
+    t = res.get("q1", "results.timing_vs_length")
+    soft, lin = t["softmax"], t["linear"]
+
+    def cells(form: dict, i: int) -> list[str]:
+        if i >= len(form["seconds"]):
+            return ["-", "-"]
+        time = f"{form['seconds'][i] * 1e3:.2f}"
+        bold = form["lengths"][i] in form["fit_lengths"]
+        return [f"**{time}**" if bold else time,
+                f"{form['local_slopes'][i - 1]:.2f}" if i else "-"]
+    rows = [[f"{length:,}", f"{soft['working_set_mib'][i]:g}" if i < len(soft["seconds"])
+             else "-", *cells(soft, i), f"{lin['working_set_mib'][i]:.0f}", *cells(lin, i)]
+            for i, length in enumerate(lin["lengths"])]
+    return markdown_table(["L", "scores (MiB)", "softmax (ms)", "slope", "features (MiB)",
+                           "linear form (ms)", "slope"], rows)
+
+
+def table_q1_feature_cost(res: Results) -> str:
+    t = res.get("q1", "results.timing_vs_feature_size")
+    rows = [[r["D"], r["K"], f"{r['M']:,}", f"{r['M_times_D']:,}", f"{r['seconds'] * 1e3:.2f}",
+             f"{r['macs'] / 1e6:,.0f}"] for r in t["rows"]]
+    return markdown_table(["D", "K", "M", "M x D", "time (ms)", "million multiply-adds"], rows)
 
 
 def table_q1_feature_map(res: Results) -> str:
     rows = [[r["D"], r["K"], r["M_tensor"], r["M_tensor_formula"], r["M_compact"],
              r["M_compact_formula"], f"{r['max_abs_err']:.1e}"]
             for r in res.get("q1", "results.feature_map")]
-    return markdown_table(["D", "K", "M tensor (measured)", "sum D^n", "M compact (measured)",
-                           "C(D+K-1, K-1)", "max abs error vs series"], rows)
-
-
-def table_q1_timing(res: Results) -> str:
-    """Times over L with the local log-log slope from the previous L; the lengths of the
-    slope fit in bold."""
-    t = res.get("q1", "results.timing_vs_length")
-    slopes_soft = ["-"] + [f"{x:.2f}" for x in t["local_slopes_softmax"]]
-    slopes_lin = ["-"] + [f"{x:.2f}" for x in t["local_slopes_linear"]]
-    rows = [[f"**{l}**" if l in t["slope_fit_lengths"] else l, f"{mib:g}", f"{s * 1e3:.2f}",
-             ss, f"{n * 1e3:.2f}", sl, f"{s / n:.2f}"]
-            for l, mib, s, n, ss, sl in zip(t["lengths"], t["scores_mib"], t["seconds_softmax"],
-                                            t["seconds_linear"], slopes_soft, slopes_lin)]
-    return markdown_table(["L", "L x L scores (MiB)", "softmax (ms)", "local slope",
-                           "linear form (ms)", "local slope", "softmax / linear"], rows)
-
-
-def table_q1_feature_cost(res: Results) -> str:
-    t = res.get("q1", "results.timing_vs_feature_size")
-    rows = [[r["D"], r["K"], r["M"], r["M_times_D"], f"{r['seconds'] * 1e3:.2f}",
-             f"{r['macs'] / 1e6:.1f}"] for r in t["rows"]]
-    return markdown_table(["D", "K", "M", "M x D", "time (ms)", "MMACs"], rows)
+    return markdown_table(["D", "K", "M tensor", "sum D^n", "M compact", "C(D+K-1, K-1)",
+                           "largest error"], rows)
 
 
 def table_q1_positivity(res: Results) -> str:
     rows = [[r["K"], r["top_degree"], f"{r['min_on_t_in_-50_50']:.4g}",
              "yes" if r["positive_everywhere"] else "no"]
             for r in res.get("q1", "results.exp_truncation.positivity")]
-    return markdown_table(["K", "top degree", "min over t in [-50, 50]", "positive for all t"],
+    return markdown_table(["K", "top degree", "minimum on [-50, 50]", "positive for all t"],
                           rows)
 
 
+# ---------------------------------------------------------------------------------------------
+# Question 2
+# ---------------------------------------------------------------------------------------------
 def table_q2_runs(res: Results) -> str:
     """Every run of the sweep; accuracies as fractions of one, like the report's prose."""
     def acc(v: float | None) -> str:
         return "diverged" if v is None else f"{v:.4f}"
-    rows = []
-    for r in res.get("q2", "results.runs"):
-        rows.append(["no max-pool (Q2.2)" if r["no_maxpool"] else "max-pool (Q2.1)",
-                     r["learning_rate"], acc(r["val_acc"][-1]), acc(max(r["val_acc"])),
-                     acc(r["test_acc"]), acc(r["test_acc_full"]),
-                     "-" if r["real_80_acc"] is None else acc(r["real_80_acc"]),
-                     "-" if r["train_loss"][-1] is None else f"{r['train_loss'][-1]:.3f}"])
+    rows = [["no max-pool" if r["no_maxpool"] else "max-pool", r["learning_rate"],
+             acc(r["val_acc"][-1]), acc(max(r["val_acc"])), acc(r["test_acc"]),
+             acc(r["test_acc_full"]), "-" if r["real_80_acc"] is None else acc(r["real_80_acc"]),
+             "-" if r["train_loss"][-1] is None else f"{r['train_loss'][-1]:.3f}"]
+            for r in res.get("q2", "results.runs")]
     sizes = res.get("q2", "data.sizes")
-    return markdown_table(["network", "lr", "val acc, last epoch", "best val acc",
-                           f"test acc, {sizes['test']} subset",
-                           f"test acc, all {sizes['test_full']:,}",
-                           "80 genuine OCT images", "train loss, last epoch"], rows)
+    return markdown_table(["network", "lr", "val. (last)", "val. (best)",
+                           f"test ({sizes['test']})", f"test ({sizes['test_full']:,})",
+                           "genuine (80)", "loss (last)"], rows)
 
 
 def table_q2_params(res: Results) -> str:
@@ -140,57 +172,112 @@ def table_q2_params(res: Results) -> str:
     with_pool, without = layers["max-pool"], layers["no max-pool"]
     rows = [[name, f"{with_pool[name]:,}", f"{without[name]:,}"] for name in with_pool]
     rows.append(["**total**", f"**{sum(with_pool.values()):,}**", f"**{sum(without.values()):,}**"])
-    return markdown_table(["layer", "max-pool (Q2.1)", "no max-pool (Q2.2)"], rows)
-
-
-Q3_DECODERS = {"q3-lstm": "LSTM (Q3.1)", "q3-transformer": "attention (Q3.2)"}
-Q3_METRICS = ["loss", "jaccard_similarity", "cosine_similarity",
-              "damerau-levenshtein_similarity", "wer", "cer"]
+    return markdown_table(["layer", "max-pooling (Q2.1)", "no max-pooling (Q2.2)"], rows)
 
 
 def table_q2_speed(res: Results) -> str:
     ms, speed_up = (res.get("q2-bench", f"results.{k}") for k in ("ms_per_step", "speed_up"))
     labels = {"handed_out": "handed-out loop (replica), one run at a time",
-              "one_run": "this repository, one run",
-              "side_by_side": "this repository, the three learning rates side by side in one "
-                              "process",
-              "compiled": "the same under `torch.compile` (timed after compiling)",
-              "two_processes": "this repository, `-sweep -jobs 2`: both networks at once in "
-                               "two 1-thread processes"}
+              "one_run": "hw2-q2.py, one configuration",
+              "side_by_side": "hw2-q2.py -sweep: the three learning rates side by side",
+              "compiled": "the same under torch.compile (timed after compiling)",
+              "two_processes": "hw2-q2.py -sweep -jobs 2: both networks at once, two "
+                               "1-thread processes"}
     rows = [[label] + [f"{ms[v][k]:.2f} ({speed_up[v][k]:.2f}x)" if k in ms[v] else ""
                        for v in ("max-pool", "no max-pool", "both")]
             for k, label in labels.items() if k in ms["both"]]
     return markdown_table(["loop", "max-pool", "no max-pool", "both networks"], rows)
 
 
+# ---------------------------------------------------------------------------------------------
+# Question 3
+# ---------------------------------------------------------------------------------------------
+DECODERS = {"lstm": "LSTM decoder", "transformer": "attention decoder"}
+# The runs the report shows: the statement's setting (on a GPU) answers Q3.1 / Q3.2; the CPU
+# recipe is an addition.
+SETTINGS = {"gpu": "statement's setting", "cpu": "CPU recipe"}
+Q3_RUNS = {("lstm", "gpu"): "q3-lstm-gpu", ("transformer", "gpu"): "q3-transformer-gpu",
+           ("lstm", "cpu"): "q3-lstm", ("transformer", "cpu"): "q3-transformer"}
+METRICS = {"loss": "loss", "jaccard_similarity": "Jaccard", "cosine_similarity": "cosine",
+           "damerau-levenshtein_similarity": "D-L", "wer": "WER", "cer": "CER"}
+
+
+def check_synthetic_speech(res: Results) -> None:
+    """The report's Q3 text says every run trained on synthetic speech: refuse to build from
+    results that say otherwise rather than print a false caption."""
+    for name in Q3_RUNS.values():
+        if res.get(name, "data").get("synthetic_speech") is not True:
+            raise BuildError(f"{name}.json was not trained on the synthetic speech corpus, "
+                             "which the report's Q3 text describes; update report/src/q3.md")
+
+
 def table_q3_test(res: Results) -> str:
+    """Test results of the four runs on the synthetic test split, with how closely each
+    cross-attention follows the audio (correlation of peak frame and character position)."""
     rows = []
-    for name, label in Q3_DECODERS.items():
-        real, n_test = res.get(name, "results.real_clips"), res.get(
-            name, "data.corpus.splits.test.with_audio")
-        for data, metrics in ((f"synthetic test split ({n_test:,} clips)",
-                               res.get(name, "results.test")),
-                              (f"genuine recordings ({real['clips']} clips)", real["metrics"])):
-            rows.append([label, data] + [f"{metrics[k]:.4f}" for k in Q3_METRICS])
-    return markdown_table(["decoder", "data", "loss", "Jaccard", "cosine", "Damerau-Levenshtein",
-                           "WER", "CER"], rows)
+    for (decoder, setting), name in Q3_RUNS.items():
+        test = res.get(name, "results.test")
+        align = res.get(f"{name}-analysis",
+                        "results.attention.cross_peak_position_correlation_mean")
+        rows.append([DECODERS[decoder], SETTINGS[setting]]
+                    + [f"{test[k]:.4f}" for k in METRICS] + [f"{align:.2f}"])
+    return markdown_table(["decoder", "run", *METRICS.values(), "alignment"], rows)
 
 
-Q3_GPU = {"q3-lstm-gpu": "LSTM (Q3.1), GPU", "q3-transformer-gpu": "attention (Q3.2), GPU"}
+def table_q3_genuine(res: Results) -> str:
+    """The same models on the genuine LJ Speech recordings no model heard."""
+    rows = []
+    for (decoder, setting), name in Q3_RUNS.items():
+        real = res.get(name, "results.real_clips")
+        rows.append([DECODERS[decoder], SETTINGS[setting], real["clips"]]
+                    + [f"{real['metrics'][k]:.4f}" for k in METRICS])
+    return markdown_table(["decoder", "run", "clips", *METRICS.values()], rows)
+
+
+def table_q3_settings(res: Results) -> str:
+    """The two settings side by side, one row per property; where the decoders differ within
+    a setting, each decoder's value."""
+    def properties(name: str) -> dict[str, str]:
+        config, results = res.get(name, "config"), res.get(name, "results")
+        return {"epochs": f"{config['epochs']}", "batch": f"{config['batch_size']}",
+                "updates": f"{results['updates']:,}", "peak learning rate": f"{config['lr']:g}",
+                "schedule stepped": ("per epoch" if config["schedule"] == "epoch" else
+                                     f"per update, {config['warmup_updates']} warm-up updates"),
+                "precision": "bf16" if config["amp"] else "float32",
+                "first epoch": "shortest clip first" if config["curriculum"] else "shuffled",
+                "device": device_label(name, res)}
+
+    def cell(setting: str, key: str) -> str:
+        values = {d: properties(Q3_RUNS[d, setting])[key] for d in DECODERS}
+        if len(set(values.values())) == 1:
+            return values["transformer"]
+        return "; ".join(f"{DECODERS[d].split()[0]}: {v}" for d, v in values.items())
+    keys = list(properties(Q3_RUNS["lstm", "gpu"]))
+    return markdown_table(["", *(SETTINGS[s] for s in SETTINGS)],
+                          [[key, *(cell(s, key) for s in SETTINGS)] for key in keys])
+
+
+def table_q3_similarity_example(res: Results) -> str:
+    """Q3.4's worked example, one column per decoder (statement's setting)."""
+    examples = {decoder: res.get(f"{Q3_RUNS[decoder, 'gpu']}-analysis",
+                                 "results.similarities.example") for decoder in DECODERS}
+    quantities = [("target", "target", "`{}`"), ("prediction", "prediction", "`{}`"),
+                  ("m, n (lengths)", ("m", "n"), "{}, {}"),
+                  ("I, U (shared, union)", ("intersection", "union"), "{}, {}"),
+                  ("d (edits)", "edit_distance", "{}"),
+                  ("Jaccard = I/U", "jaccard_similarity", "{:.4f}"),
+                  ("cosine = I/sqrt(mn)", "cosine_similarity", "{:.4f}"),
+                  ("D-L = 1 - d/max(m, n)", "damerau-levenshtein_similarity", "{:.4f}")]
+    rows = [[label] + [form.format(*(e[k] for k in ((keys,) if isinstance(keys, str) else keys)))
+                       for e in examples.values()] for label, keys, form in quantities]
+    return markdown_table(["", *DECODERS.values()], rows, wrap=True)
+
+
+THREADS = {"1_threads": "1 thread", "2_threads": "2 threads"}
 Q3_PATHS = {"handed_out": "handed-out: shuffled, padded to 2,754 frames",
-            "fast": "`-fast` padding: shuffled, padded to the longest clip, masks",
-            "fast_grouped": "`-fast`: grouped by length",
-            "fast_grouped_bf16": "`-fast -amp`: grouped by length, bf16 autocast"}
-# The GPU forecasts of CPU recipes (report/results/q3-forecast-gpu-<name>-train-log.txt): each
-# ran hw2-q3.py -fast -batch_size 16 -schedule update -warmup_updates 100 -eval_every 306
-# -device cuda with these flags, six side by side on one GPU, stopped at the call's deadline.
-Q3_FORECASTS = {"t": ("attention (Q3.2)", "-epochs 7"),
-                "t-amp": ("attention (Q3.2)", "-epochs 7 -amp"),
-                "lc": ("LSTM (Q3.1)", "-epochs 7 -curriculum"),
-                "lc-amp": ("LSTM (Q3.1)", "-epochs 7 -curriculum -amp"),
-                "lc-lr2-amp": ("LSTM (Q3.1)", "-epochs 7 -curriculum -amp -lr 2e-3"),
-                "lc-10-amp": ("LSTM (Q3.1)", "-epochs 10 -curriculum -amp")}
-LOG_LINE = re.compile(r"^\[update (\d+), epoch ([\d.]+)\].*\bcer ([\d.]+)", re.M)
+            "fast": "-fast padding only: shuffled, padded to the longest clip, masks",
+            "fast_grouped": "-fast: grouped by length",
+            "fast_grouped_bf16": "-fast -amp: grouped by length, bf16"}
 
 
 def table_q3_speed(res: Results) -> str:
@@ -198,130 +285,115 @@ def table_q3_speed(res: Results) -> str:
     the handed-out path at the same thread count."""
     training = res.get("q3-bench", "results.training")
     threads = list(training["lstm"]["handed_out"])
-    rows = []
-    for decoder, paths in training.items():
-        for path, label in Q3_PATHS.items():
-            rows.append([Q3_DECODERS[f"q3-{decoder}"], label] + [
-                f"{paths[path][t]:.1f} ({paths[path][t] / paths['handed_out'][t]:.1f}x)"
-                for t in threads])
-    return markdown_table(["decoder", "path"] + [t.replace("_", " ") for t in threads], rows)
+    rows = [[DECODERS[decoder], label] + [
+        f"{paths[path][t]:.1f} ({paths[path][t] / paths['handed_out'][t]:.1f}x)"
+        for t in threads] for decoder, paths in training.items()
+        for path, label in Q3_PATHS.items()]
+    return markdown_table(["decoder", "path"] + [THREADS.get(t, t) for t in threads], rows)
 
 
 def table_q3_speed_gpu(res: Results) -> str:
-    """The GPU bench, float32 and bf16 autocast (two runs of bench/q3_bench.py -device cuda:
-    q3-bench-gpu and q3-bench-gpu-amp), speed-ups over the float32 handed-out path."""
+    """The GPU bench in float32 and in bf16 (q3-bench-gpu, q3-bench-gpu-amp), speed-ups over
+    the float32 handed-out path."""
     fp32, bf16 = (res.get(name, "results.training") for name in ("q3-bench-gpu",
                                                                   "q3-bench-gpu-amp"))
     rows = []
     for decoder in fp32:
         base = fp32[decoder]["handed_out"]["1_threads"]
-        rows += [[Q3_DECODERS[f"q3-{decoder}"], Q3_PATHS[path]] + [
+        rows += [[DECODERS[decoder], Q3_PATHS[path]] + [
             f"{run[decoder][path]['1_threads']:,.0f} "
             f"({run[decoder][path]['1_threads'] / base:.1f}x)" for run in (fp32, bf16)]
             for path in ("handed_out", "fast", "fast_grouped")]
-    return markdown_table(["decoder", "path", "float32 clips/s", "bf16 autocast clips/s"], rows)
+    return markdown_table(["decoder", "path", "float32 clips/s", "bf16 clips/s"], rows)
 
 
-def table_q3_gpu(res: Results) -> str:
-    """The statement's setting on a GPU: time and test results of each decoder."""
-    rows = []
-    for name, label in Q3_GPU.items():
-        r = res.get(name, "results")
-        corr = res.get(f"{name}-analysis",
-                       "results.attention.cross_peak_position_correlation_mean")
-        rows.append([label, f"{r['train_seconds']:.0f}",
-                     f"{r['train_seconds'] / res.get(name, 'config.epochs'):.1f}",
-                     f"{r['test']['loss']:.4f}",
-                     f"{r['test']['damerau-levenshtein_similarity']:.4f}",
-                     f"{r['test']['cer']:.4f}", f"{r['test']['wer']:.4f}", f"{corr:.2f}",
-                     f"{r['real_clips']['metrics']['cer']:.4f}"])
-    return markdown_table(["decoder", "15 epochs + validation (s)", "s per epoch", "test loss",
-                           "test D-L", "test CER", "test WER", "alignment correlation",
-                           "genuine recordings CER"], rows)
-
-
-def validation_curve(res: Results, log_name: str) -> list[tuple[int, float, float]]:
-    """(update, epoch, validation CER) at each validation of a hw2-q3.py training log."""
-    path = res.dir / f"{log_name}-train-log.txt"
-    if not path.exists():
-        raise BuildError(f"missing training log {path}")
-    return [(int(u), float(e), float(c)) for u, e, c in LOG_LINE.findall(path.read_text())]
-
-
-def table_q3_forecasts(res: Results) -> str:
-    """Validation CER of the CPU recipes trained on a GPU, at equal epochs."""
-    epochs = (2.0, 4.0, 5.0)
-    rows = []
-    for name, (decoder, flags) in Q3_FORECASTS.items():
-        curve = validation_curve(res, f"q3-forecast-gpu-{name}")
-        at = {epoch: cer for _, epoch, cer in curve}
-        rows.append([decoder, f"`{flags}`"] + [f"{at[e]:.3f}" if e in at else "" for e in epochs]
-                    + [f"{curve[-1][2]:.3f} ({curve[-1][1]:g})"])
-    return markdown_table(["decoder", "flags", "epoch 2", "epoch 4", "epoch 5",
-                           "last (epoch)"], rows)
+def device_label(name: str, res: Results) -> str:
+    """'CPU, 1 thread' or the GPU's name, from a run's results file."""
+    machine, config = res.get(name, "machine"), res.get(name, "config")
+    if config["device"].startswith("cuda"):
+        return machine["cuda"]
+    threads = machine["torch_threads"]
+    return f"CPU, {threads} thread{'s' if threads > 1 else ''}"
 
 
 def table_q3_runs(res: Results) -> str:
-    """Each Q3 run's setting, time and data, CPU and GPU."""
-    rows = []
-    for name, label in {**Q3_DECODERS, **Q3_GPU}.items():
-        config, results = res.get(name, "config"), res.get(name, "results")
-        rows.append([label, results["device"], f"{config['epochs']}",
-                     f"{config['batch_size']}", f"{results['updates']:,}",
-                     f"{config['lr']:g}, {config['schedule']}"
-                     + (", curriculum" if config["curriculum"] else ""),
-                     "bf16 autocast" if config["amp"] else "float32",
-                     f"{results['train_seconds'] / 60:.1f}",
-                     f"{res.get(name, 'wall_time_s') / 60:.1f}"])
-    return markdown_table(["decoder", "device", "epochs", "batch", "updates",
-                           "peak learning rate, schedule", "precision",
-                           "training + validation (min)", "whole run (min)"], rows)
+    """Each Q3 run's device and time."""
+    rows = [[DECODERS[decoder], SETTINGS[setting], device_label(name, res),
+             f"{res.get(name, 'results.train_seconds') / 60:.1f}",
+             f"{res.get(name, 'wall_time_s') / 60:.1f}"]
+            for (decoder, setting), name in Q3_RUNS.items()]
+    return markdown_table(["decoder", "run", "device", "training + validation (min)",
+                           "whole run (min)"], rows)
 
 
-def table_q3_params(res: Results) -> str:
-    rows = [[label] + [f"{res.get(name, 'results.parameters.' + part):,}"
-                       for part in ("encoder", "decoder", "total")]
-            for name, label in Q3_DECODERS.items()]
-    return markdown_table(["model", "encoder", "decoder", "total trainable parameters"], rows)
-
-
-def table_q3_similarity_example(res: Results) -> str:
-    rows = []
-    for name, label in Q3_DECODERS.items():
-        e = res.get(f"{name}-analysis", "results.similarities.example")
-        rows.append([label, f"`{e['target']}`", f"`{e['prediction']}`", e["m"], e["n"],
-                     e["intersection"], e["union"], e["edit_distance"],
-                     f"{e['jaccard_similarity']:.4f}", f"{e['cosine_similarity']:.4f}",
-                     f"{e['damerau-levenshtein_similarity']:.4f}"])
-    return markdown_table(["decoder", "target", "prediction", "m", "n", "I", "U", "d",
-                           "Jaccard = I/U", "cosine = I/sqrt(mn)", "D-L = 1 - d/max(m,n)"], rows)
+def table_q3_commands(res: Results) -> str:
+    rows = [[DECODERS[decoder], SETTINGS[setting], f"`{res.get(name, 'command')}`"]
+            for (decoder, setting), name in Q3_RUNS.items()]
+    return markdown_table(["decoder", "run", "command"], rows)
 
 
 def table_glance(res: Results) -> str:
     """The README's "results at a glance" (build() writes it between the README's markers)."""
     worst = max(r["max_abs_err"] for r in res.get("q1", "results.feature_map"))
-    rows = [["Q1", "feature map: worst error of phi(q)^T phi(k) vs the series (13 (D, K) pairs)",
+    timing = res.get("q1", "results.timing_vs_length")
+    rows = [["Q1", "feature map: worst error of phi(q)^T phi(k) vs the series",
              f"{worst:.1e}", "float64 random vectors"],
-            ["Q1", "measured crossover length, linear form faster (D=32, K=3)",
-             f"{res.get('q1', 'results.crossover_L'):.0f}", "timings, this CPU"]]
+            ["Q1", f"time slope in L, softmax / linear form (D={timing['D']}, K={timing['K']})",
+             f"{timing['softmax']['slope']:.2f} / {timing['linear']['slope']:.2f}",
+             "timings, one CPU thread"]]
     q2 = res.get("q2", "results")
-    for key, label in (("q2_1", "max-pool"), ("q2_2", "no max-pool")):
+    sizes = res.get("q2", "data.sizes")
+    for key, label in (("q2_1", "max-pooling"), ("q2_2", "no max-pooling")):
         rows.append(["Q2", f"test accuracy, {label}, lr {q2['best_learning_rate']} "
-                     "(529-image subset / all 1,000)",
+                     f"({sizes['test']}-image subset / all {sizes['test_full']:,})",
                      f"{q2[key]['test_acc']:.4f} / {q2[key]['test_acc_full']:.4f}",
                      "synthetic OCTMNIST stand-in"])
-    for name, label in {**Q3_DECODERS, **Q3_GPU}.items():
+    for (decoder, setting), name in Q3_RUNS.items():
         test, config = res.get(name, "results.test"), res.get(name, "config")
-        rows.append(["Q3", f"{label}: test Damerau-Levenshtein similarity / CER",
-                     f"{test['damerau-levenshtein_similarity']:.4f} / {test['cer']:.4f}",
-                     f"synthetic speech, whole training split, {config['epochs']} epochs, "
-                     f"batch {config['batch_size']}"])
+        rows.append(["Q3", f"{DECODERS[decoder]}, {SETTINGS[setting]}: test loss / CER",
+                     f"{test['loss']:.4f} / {test['cer']:.4f}",
+                     f"synthetic speech, {config['epochs']} epochs, batch {config['batch_size']}"])
     return markdown_table(["question", "result", "value", "data"], rows)
 
 
 TABLES: dict[str, Callable[[Results], str]] = {
-    name.removeprefix("table_"): fn for name, fn in globals().items() if name.startswith("table_")
+    "q1_timing": table_q1_timing, "q1_feature_cost": table_q1_feature_cost,
+    "q1_feature_map": table_q1_feature_map, "q1_positivity": table_q1_positivity,
+    "q2_runs": table_q2_runs, "q2_params": table_q2_params, "q2_speed": table_q2_speed,
+    "q3_test": table_q3_test, "q3_genuine": table_q3_genuine, "q3_settings": table_q3_settings,
+    "q3_similarity_example": table_q3_similarity_example, "q3_speed": table_q3_speed,
+    "q3_speed_gpu": table_q3_speed_gpu, "q3_runs": table_q3_runs,
+    "q3_commands": table_q3_commands,
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures, documents, README
+# ---------------------------------------------------------------------------------------------
+def redraw_figures(res: Results, plots_dir: Path = PLOTS_DIR) -> None:
+    """Every figure the report shows that a results file holds the numbers of. (The attention
+    maps of Q3.3 are drawn by hw2-q3.py from the trained model; the genuine-vs-synthetic OCT
+    images by download_octmnist.py from the images.)"""
+    q1 = res.get("q1", "results")
+    figures.plot_q1_exp([row["K"] for row in q1["exp_truncation"]["positivity"]], plots_dir)
+    figures.plot_q1_error_vs_scale(q1["error_vs_scale"], plots_dir)
+    figures.plot_q1_truncation([row["K"] for row in q1["exp_truncation"]["positivity"]],
+                               q1["error_vs_scale"], plots_dir)
+    figures.plot_q1_time(q1["timing_vs_length"], plots_dir)
+    figures.plot_q1_feature_cost(q1["timing_vs_feature_size"], plots_dir)
+    runs = res.get("q2", "results.runs")
+    for run in runs:
+        figures.plot_q2_run(run, plots_dir)
+    figures.plot_q2_comparison(runs, plots_dir)
+    histories = {key: res.get(name, "results.history") for key, name in Q3_RUNS.items()}
+    for (decoder, _), name in Q3_RUNS.items():
+        figures.plot_q3_history(name, decoder, histories[decoder, _], plots_dir)
+    figures.plot_q3_decoders("q3-both", {d: histories[d, "cpu"] for d in DECODERS}, plots_dir)
+    figures.plot_q3_comparison("q3-decoders", {
+        title: {d: histories[d, s] for d in DECODERS}
+        for s, title in (("gpu", "Statement's setting"), ("cpu", "CPU recipe"))}, plots_dir)
+    example = res.get("q3-transformer-gpu-analysis", "results.similarities.example")
+    figures.plot_decoder_reading(example["target"], plots_dir)
 
 
 def render(text: str, res: Results) -> str:
@@ -340,6 +412,24 @@ def render(text: str, res: Results) -> str:
     return PLACEHOLDER.sub(substitute, text)
 
 
+FIGURE = re.compile(r"^!\[[^\]]+\]\(\.\./plots/([\w\-.]+)\.png\)", re.M)
+FIGURE_REF = re.compile(r"\{\{\s*figure\s+([\w\-.]+)\s*\}\}")
+
+
+def number_figures(text: str) -> str:
+    """Replace each {{ figure <plot name> }} with "Figure N", N counting the captioned images
+    of `text` in order, as LaTeX numbers them."""
+    numbers: dict[str, int] = {}
+    for name in FIGURE.findall(text):
+        numbers.setdefault(name, len(numbers) + 1)
+
+    def cite(match: re.Match) -> str:
+        if match.group(1) not in numbers:
+            raise BuildError(f"figure '{match.group(1)}' is cited but not shown")
+        return f"Figure {numbers[match.group(1)]}"
+    return FIGURE_REF.sub(cite, text)
+
+
 def with_glance(readme: str, res: Results) -> str:
     """The README text with its results-at-a-glance block regenerated."""
     start, end = readme.find(GLANCE_BEGIN), readme.find(GLANCE_END)
@@ -349,20 +439,26 @@ def with_glance(readme: str, res: Results) -> str:
             + readme[end:])
 
 
-def build(results_dir: Path = RESULTS_DIR, output: Path = OUTPUT,
-          readme: Path | None = README) -> Path:
-    """Write the report (and, unless readme is None, the README's results table)."""
+def build(results_dir: Path = RESULTS_DIR, output_dir: Path = REPORT_DIR,
+          readme: Path | None = README) -> list[Path]:
+    """Write the documents into output_dir (and, unless readme is None, the README's results
+    table); return the documents' paths. Everything is rendered before anything is written."""
     res = Results(results_dir)
-    parts = [render((REPORT_DIR / "src" / name).read_text(), res) for name in SECTIONS]
-    text = "\n\n".join(p.strip() for p in parts) + "\n"
+    check_synthetic_speech(res)
+    texts = {name: number_figures("\n\n".join(
+        render((REPORT_DIR / "src" / part).read_text(), res).strip() for part in parts) + "\n")
+        for name, parts in DOCUMENTS.items()}
     new_readme = with_glance(readme.read_text(), res) if readme is not None else None
-    output.write_text(text)
+    for name, text in texts.items():
+        (output_dir / name).write_text(text)
     if new_readme is not None:
         readme.write_text(new_readme)
-    return output
+    return [output_dir / name for name in texts]
 
 
-# The PDF: pandoc turns report.md into LaTeX and pdflatex typesets it.
+# ---------------------------------------------------------------------------------------------
+# The PDF: pandoc turns report.md into LaTeX and pdflatex typesets it
+# ---------------------------------------------------------------------------------------------
 PDF_ENGINE = "pdflatex"
 PDF_PACKAGES = "pandoc texlive-latex-recommended texlive-fonts-recommended lmodern"
 # Characters beyond Latin-1 that the report uses, as LaTeX (pdflatex's utf8 input encoding
@@ -380,13 +476,19 @@ PDF_CHARACTERS = {
     "\u208b": r"\ensuremath{_{-}}", "\u209c": r"\ensuremath{_{t}}",
 }
 PDF_PREAMBLE = r"""
-% Figures stay where the text puts them, under the answer they belong to, at 80% of their
-% natural size (labels stay legible, two plots fit on a page) and at most the text width.
+% Figures float to the nearest place they fit (a figure that does not fit at the bottom of
+% a page no longer leaves it half empty), at 80% of their natural size (labels stay legible,
+% two plots fit on a page) and at most the text width.
 \usepackage{float}
-\floatplacement{figure}{H}
+\floatplacement{figure}{htbp}
 \makeatletter
 \def\maxwidth{\ifdim0.8\Gin@nat@width>\linewidth\linewidth\else0.8\Gin@nat@width\fi}
 \makeatother
+% Captions and tables in small type; words are hyphenated only where nothing else fits.
+\usepackage[font=small,labelfont=bf]{caption}
+\usepackage{etoolbox}
+\AtBeginEnvironment{longtable}{\small}
+\hyphenpenalty=1000
 % A fixed document ID (pdflatex derives it from the temporary file's path otherwise).
 \pdftrailerid{hw2-report}
 """
@@ -394,6 +496,8 @@ PANDOC_OPTIONS = [
     # GitHub's Markdown has no ~sub~ or ^super^ script: a tilde stays a tilde in the PDF too
     "--from=markdown-subscript-superscript", f"--pdf-engine={PDF_ENGINE}",
     "--shift-heading-level-by=-1",  # the report's one "#" heading becomes the title
+    # a table whose source lines are shorter gets its natural column widths (no wrapping)
+    f"--columns={PANDOC_COLUMNS}",
     "--variable=geometry:margin=2cm", "--variable=fontsize=10pt", "--variable=papersize=a4",
     "--variable=colorlinks=true",
 ]
@@ -413,7 +517,7 @@ def pdf_preamble(text: str) -> str:
     return PDF_PREAMBLE + "\n".join(declarations) + "\n"
 
 
-def build_pdf(markdown: Path = OUTPUT, pdf: Path = PDF_OUTPUT) -> Path:
+def build_pdf(markdown: Path = REPORT_DIR / "report.md", pdf: Path = PDF_OUTPUT) -> Path:
     """Typeset `markdown` (its image paths relative to report/) as `pdf` with pandoc.
 
     SOURCE_DATE_EPOCH fixes the dates pdflatex writes, so the same report gives the same PDF
@@ -421,7 +525,7 @@ def build_pdf(markdown: Path = OUTPUT, pdf: Path = PDF_OUTPUT) -> Path:
     """
     # An image alone in its paragraph becomes a captioned figure at a legible size; images
     # on consecutive lines would otherwise share one line of the page and overflow it.
-    text = re.sub(r"^(!\[.*\]\(.*\))\n(?=!\[)", r"\1\n\n", markdown.read_text(), flags=re.M)
+    text = re.sub(r"^(!\[.*\]\(.*\).*)\n(?=!\[)", r"\1\n\n", markdown.read_text(), flags=re.M)
     env = {**os.environ, "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", "0")}
     with tempfile.TemporaryDirectory() as tmp:
         preamble = Path(tmp) / "preamble.tex"
@@ -435,7 +539,8 @@ def build_pdf(markdown: Path = OUTPUT, pdf: Path = PDF_OUTPUT) -> Path:
     return pdf
 
 
-def build_pdf_if_possible(markdown: Path = OUTPUT, pdf: Path = PDF_OUTPUT) -> str:
+def build_pdf_if_possible(markdown: Path = REPORT_DIR / "report.md",
+                          pdf: Path = PDF_OUTPUT) -> str:
     """Build the PDF where its converter is installed; the one line to print either way."""
     missing = missing_pdf_tools()
     if missing:
@@ -444,10 +549,37 @@ def build_pdf_if_possible(markdown: Path = OUTPUT, pdf: Path = PDF_OUTPUT) -> st
     return f"wrote {build_pdf(markdown, pdf)}"
 
 
-def main() -> None:
+OPTIONS = {"-no_figures": "keep the figures in plots/ as they are",
+           "-no_pdf": "do not typeset the PDF"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False,
+        description="Redraw the report's figures from report/results/*.json into plots/, "
+                    "write report/report.md, report/engineering.md and the README's results "
+                    "table, and typeset report/report.pdf (needs pandoc and pdflatex).")
+    for flag, meaning in OPTIONS.items():
+        parser.add_argument(flag, action="store_true", help=meaning)
+    argv = sys.argv[1:] if argv is None else argv
+    # Python 3.11's argparse takes -no_fig for -no_figures even with allow_abbrev=False.
+    unknown = [arg for arg in argv if arg.startswith("-") and arg not in {"-h", "--help",
+                                                                          *OPTIONS}]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     try:
-        print(f"wrote {build()}")
-        print(build_pdf_if_possible())
+        if not args.no_figures:
+            redraw_figures(Results(RESULTS_DIR))
+            print(f"redrew the figures in {PLOTS_DIR}")
+        for path in build():
+            print(f"wrote {path}")
+        if not args.no_pdf:
+            print(build_pdf_if_possible())
     except BuildError as err:
         sys.exit(f"error: {err}")
 

@@ -88,6 +88,26 @@ def test_local_slopes_show_where_a_power_law_bends():
     assert q1.local_slopes(xs, ys) == pytest.approx([2, 2, 3])
 
 
+def test_power_law_fits_only_from_its_first_length_on():
+    lengths = [100, 200, 400, 800, 1600]
+    seconds = [1.0, 1.0, 4.0, 8.0, 16.0]  # flat, then slope 2, then slope 1
+    law = q1.power_law(lengths, seconds, 400, [1, 2, 3, 4, 5])
+    assert law["fit_lengths"] == [400, 800, 1600] and law["slope"] == pytest.approx(1.0)
+    assert law["local_slopes"] == pytest.approx([0, 2, 1, 1])
+    assert law["fit_working_set_mib"] == [3, 5]
+
+
+def test_power_law_of_a_shorter_series_keeps_its_own_lengths():
+    law = q1.power_law([100, 200, 400, 800], [1.0, 4.0, 16.0], 100, [1, 2, 3, 4])
+    assert law["lengths"] == [100, 200, 400] and law["slope"] == pytest.approx(2.0)
+    assert law["working_set_mib"] == [1, 2, 3]
+
+
+def test_softmax_is_timed_only_up_to_its_limit():
+    t_soft, t_lin = q1.time_forms([16, 32, 64], 32, d=4, n_terms=3, repeats=1)
+    assert len(t_soft) == 2 and len(t_lin) == 3 and min(t_soft + t_lin) > 0
+
+
 def test_crossover_interpolates_sign_change():
     lengths = [100, 1000]
     # ratio lin/quad goes from 10 to 0.1: equal at the geometric midpoint
@@ -113,11 +133,15 @@ def test_quick_run_writes_results_and_plots(tmp_path):
         assert row["M_tensor"] == row["M_tensor_formula"] and row["max_abs_err"] < 1e-10
     assert record["config"]["quick"] is True
     timing = res["timing_vs_length"]
-    low, high = timing["slope_fit_range"]
-    assert timing["slope_fit_lengths"] == [l for l in timing["lengths"] if low <= l <= high]
-    assert len(timing["local_slopes_softmax"]) == len(timing["lengths"]) - 1
+    assert timing["threads"] == 1 and record["machine"]["torch_threads"] == 1
+    for form in (timing["softmax"], timing["linear"]):
+        low, high = form["fit_range"]
+        assert form["fit_lengths"] == [l for l in form["lengths"] if low <= l <= high]
+        assert len(form["local_slopes"]) == len(form["lengths"]) - 1 == len(form["seconds"]) - 1
+    assert timing["softmax"]["lengths"] == timing["linear"]["lengths"][:len(
+        timing["softmax"]["lengths"])]
     for name in ("q1-time-vs-length", "q1-exp-approximation", "q1-approx-error-vs-scale",
-                 "q1-linear-cost-vs-MD"):
+                 "q1-linear-cost-vs-MD", "q1-truncation"):
         assert (tmp_path / "plots" / f"{name}.png").exists()
 
 

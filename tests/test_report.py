@@ -1,32 +1,84 @@
 import re
+import subprocess
+import sys
 
+import matplotlib
 import pytest
+import torch
 
 from conftest import REPO, load_script
 
 build = load_script("report/build.py")
+from hw2 import figures  # noqa: E402  (build puts the repository on the path first)
+
+# Figures the build cannot redraw, having no numbers for them: drawn by the scripts from the
+# trained model (attention maps) or from the images (genuine beside synthetic OCT scans).
+DRAWN_BY_SCRIPTS = re.compile(r"q3-.*-attention|q2-real-vs-synthetic")
 
 
+# ---------------------------------------------------------------------------------------------
+# The committed outputs are exactly what the build makes from the committed results
+# ---------------------------------------------------------------------------------------------
 def test_committed_report_and_readme_table_are_rebuilt_byte_for_byte(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text((REPO / "README.md").read_text())
-    out = build.build(output=tmp_path / "report.md", readme=readme)
-    assert out.read_text() == (REPO / "report" / "report.md").read_text(), \
-        "report/report.md is stale: run python report/build.py"
+    written = build.build(output_dir=tmp_path, readme=readme)
+    assert [p.name for p in written] == ["report.md", "engineering.md"]
+    for path in written:
+        assert path.read_text() == (REPO / "report" / path.name).read_text(), \
+            f"report/{path.name} is stale: run python report/build.py"
     assert readme.read_text() == (REPO / "README.md").read_text(), \
         "README.md's results table is stale: run python report/build.py"
 
 
+def test_committed_figures_are_redrawn_byte_for_byte_from_the_results(tmp_path):
+    build.redraw_figures(build.Results(build.RESULTS_DIR), tmp_path)
+    drawn = sorted(p.name for p in tmp_path.iterdir())
+    committed = sorted(p.name for p in (REPO / "plots").iterdir()
+                       if not DRAWN_BY_SCRIPTS.match(p.name))
+    assert drawn == committed, "plots/ holds a figure the build does not draw, or lacks one"
+    stale = [name for name in drawn
+             if (tmp_path / name).read_bytes() != (REPO / "plots" / name).read_bytes()]
+    assert not stale, f"stale figures (run python report/build.py): {stale}"
+
+
+def test_every_figure_of_the_report_exists_and_is_cited_by_its_number():
+    text = (REPO / "report" / "report.md").read_text()
+    shown = re.findall(r"^!\[(.+?)\]\(\.\./plots/(.+?\.png)\)", text, flags=re.M)
+    assert shown and all((REPO / "plots" / path).exists() for _, path in shown)
+    prose = "\n".join(line for line in text.splitlines() if not line.startswith("!["))
+    for number in range(1, len(shown) + 1):
+        assert re.search(rf"\bFigure {number}\b", prose), f"Figure {number} is never cited"
+    assert not re.search(rf"\bFigure {len(shown) + 1}\b", prose)
+
+
+def test_report_cites_no_commit_and_no_results_file():
+    text = (REPO / "report" / "report.md").read_text()
+    prose = "\n".join(line for line in text.splitlines() if not line.startswith("!["))
+    assert "git show" not in prose and "report/results" not in prose and "plots/" not in prose
+
+
+def test_every_q3_caption_says_synthetic_speech():
+    text = (REPO / "report" / "src" / "q3.md").read_text()
+    captions = re.findall(r"^!\[(.+?)\]\(", text, flags=re.M)
+    assert captions
+    for caption in captions:
+        assert "synthetic speech" in caption or "a diagram, not data" in caption, caption
+
+
+# ---------------------------------------------------------------------------------------------
+# Placeholders, tables and figure numbers
+# ---------------------------------------------------------------------------------------------
 def test_readme_without_the_table_markers_fails_loudly(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# no markers here\n")
     with pytest.raises(build.BuildError, match="lacks the markers"):
-        build.build(output=tmp_path / "report.md", readme=readme)
+        build.build(output_dir=tmp_path, readme=readme)
 
 
 def test_missing_results_file_fails_loudly(tmp_path):
-    with pytest.raises(build.BuildError, match="missing results file .*q1.json"):
-        build.build(results_dir=tmp_path, output=tmp_path / "r.md", readme=None)
+    with pytest.raises(build.BuildError, match="missing results file .*q3-lstm-gpu.json"):
+        build.build(results_dir=tmp_path, output_dir=tmp_path, readme=None)
 
 
 def test_missing_key_and_unknown_table_fail_loudly():
@@ -37,22 +89,92 @@ def test_missing_key_and_unknown_table_fail_loudly():
         build.render("{{ table nope }}", res)
 
 
-def test_placeholders_format_values_and_index_lists():
+def test_placeholders_format_values_and_index_lists_from_either_end():
     res = build.Results(build.RESULTS_DIR)
     slope = res.get("q1", "results.slope_softmax")
     assert build.render("s={{ q1.results.slope_softmax :.3f }}", res) == f"s={slope:.3f}"
-    first = res.get("q1", "results.feature_map")[0]["D"]
-    assert build.render("{{q1.results.feature_map.0.D}}", res) == str(first)
+    rows = res.get("q1", "results.feature_map")
+    assert build.render("{{q1.results.feature_map.0.D}}", res) == str(rows[0]["D"])
+    assert build.render("{{q1.results.feature_map.-1.K}}", res) == str(rows[-1]["K"])
+
+
+def test_selector_finds_the_one_list_item_by_a_field():
+    res = build.Results(build.RESULTS_DIR)
+    runs = res.get("q2", "results.runs")
+    run = next(r for r in runs if r["learning_rate"] == 0.001 and r["no_maxpool"])
+    assert build.render("{{ q2.results.runs.[config=0.001-0.7-0-sgd-True].val_acc.-1 :.6f }}",
+                        res) == f"{run['val_acc'][-1]:.6f}"
+    history = res.get("q3-lstm", "results.history")
+    assert res.get("q3-lstm", "results.history.[epoch=2.0].update") == history[1]["update"]
+    for missing in ("[config=nope]", "[no_maxpool=False]"):  # none, and more than one
+        with pytest.raises(build.BuildError, match="q2.json has no"):
+            res.get("q2", f"results.runs.{missing}.val_acc")
+
+
+def test_figures_are_numbered_in_order_of_appearance_and_citations_checked():
+    text = ("See {{ figure b }} and {{ figure a }}.\n\n![A](../plots/a.png)\n\n"
+            "![B](../plots/b.png){height=5cm}\n\nAgain {{figure a}}.\n")
+    assert build.number_figures(text).splitlines()[0] == "See Figure 2 and Figure 1."
+    assert build.number_figures(text).endswith("Again Figure 1.\n")
+    with pytest.raises(build.BuildError, match="figure 'c' is cited but not shown"):
+        build.number_figures("{{ figure c }}\n\n![A](../plots/a.png)\n")
 
 
 @pytest.mark.parametrize("content", ["", '{"name": "q1", "results": {"slope'])
 def test_empty_or_truncated_results_file_is_a_one_line_error_naming_it(tmp_path, content):
     (tmp_path / "q1.json").write_text(content)
     with pytest.raises(build.BuildError, match="q1.json is not valid JSON") as err:
-        build.build(results_dir=tmp_path, output=tmp_path / "r.md", readme=None)
+        build.Results(tmp_path)["q1"]
     assert "\n" not in str(err.value)
 
 
+def test_value_its_format_cannot_show_is_an_error_naming_it(tmp_path):
+    (tmp_path / "q1.json").write_text('{"results": {"crossover_L": null}}')
+    with pytest.raises(build.BuildError, match="'results.crossover_L' is None"):
+        build.render("{{ q1.results.crossover_L :.0f }}", build.Results(tmp_path))
+
+
+def test_report_refuses_results_not_trained_on_synthetic_speech(tmp_path):
+    for path in build.RESULTS_DIR.glob("*.json"):
+        (tmp_path / path.name).write_text(path.read_text().replace(
+            '"synthetic_speech": true', '"synthetic_speech": false'))
+    with pytest.raises(build.BuildError, match="not trained on the synthetic speech corpus"):
+        build.build(results_dir=tmp_path, output_dir=tmp_path, readme=None)
+
+
+def test_wrapped_table_is_wider_than_pandoc_columns_and_keeps_proportions():
+    natural = build.markdown_table(["a", "bb"], [["x" * 10, "y" * 30]])
+    wrapped = build.markdown_table(["a", "bb"], [["x" * 10, "y" * 30]], wrap=True)
+    dashes = [len(cell) for cell in wrapped.splitlines()[1].strip("|").split("|")]
+    assert max(map(len, natural.splitlines())) <= build.PANDOC_COLUMNS
+    assert sum(dashes) > build.PANDOC_COLUMNS and dashes[1] == 3 * dashes[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line: help and mistakes rebuild nothing
+# ---------------------------------------------------------------------------------------------
+def outputs_state() -> dict:
+    paths = [REPO / "README.md", *(REPO / "report").glob("report.*"),
+             REPO / "report" / "engineering.md", *(REPO / "plots").iterdir()]
+    return {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in paths}
+
+
+@pytest.mark.parametrize("argv,status,expected", [
+    (["--help"], 0, "usage: build.py"), (["-h"], 0, "-no_figures"),
+    (["-no_figure"], 2, "unrecognized arguments: -no_figure"),
+    (["-no_pdf", "extra"], 2, "unrecognized arguments: extra")])
+def test_help_and_unknown_flags_rebuild_nothing(argv, status, expected):
+    before = outputs_state()
+    proc = subprocess.run([sys.executable, str(REPO / "report" / "build.py"), *argv],
+                          capture_output=True, text=True)
+    assert proc.returncode == status and expected in proc.stdout + proc.stderr
+    assert "wrote" not in proc.stdout and "Traceback" not in proc.stderr
+    assert outputs_state() == before
+
+
+# ---------------------------------------------------------------------------------------------
+# The PDF
+# ---------------------------------------------------------------------------------------------
 def test_pdf_step_is_skipped_in_one_line_without_its_converter(tmp_path, monkeypatch):
     monkeypatch.setattr(build.shutil, "which", lambda tool: None)
     message = build.build_pdf_if_possible(REPO / "report" / "report.md", tmp_path / "r.pdf")
@@ -68,9 +190,9 @@ def test_pdf_is_built_with_every_figure_embedded(tmp_path):
     pdf = build.build_pdf(markdown, tmp_path / "report.pdf")
     data = pdf.read_bytes()
     assert data.startswith(b"%PDF-")
-    figures = set(re.findall(r"^!\[.*\]\((.*)\)$", markdown.read_text(), flags=re.M))
+    figures_shown = set(re.findall(r"^!\[.*\]\((.*?)\)", markdown.read_text(), flags=re.M))
     # each PNG is an image object of its own (pdflatex never packs images into object streams)
-    assert figures and data.count(b"/Subtype /Image") >= len(figures)
+    assert figures_shown and data.count(b"/Subtype /Image") >= len(figures_shown)
 
 
 def test_contributions_paragraph_comes_right_after_the_title():
@@ -79,7 +201,41 @@ def test_contributions_paragraph_comes_right_after_the_title():
     assert paragraphs[0].startswith("# ") and paragraphs[1].startswith("**Contributions.**")
 
 
-def test_value_its_format_cannot_show_is_an_error_naming_it(tmp_path):
-    (tmp_path / "q1.json").write_text('{"results": {"crossover_L": null}}')
-    with pytest.raises(build.BuildError, match="'results.crossover_L' is None"):
-        build.render("{{ q1.results.crossover_L :.0f }}", build.Results(tmp_path))
+# ---------------------------------------------------------------------------------------------
+# Figures
+# ---------------------------------------------------------------------------------------------
+def test_attention_figure_is_legible_at_print_size(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, name, plots_dir: seen.append(fig))
+    n, frames = 60, 40
+    row = [1] + [5 + i % 20 for i in range(n)] + [2] + [0] * 5  # start, 60 characters, stop
+    maps = {kind: torch.rand(3, 70, 70).softmax(dim=-1) for kind in ("cross", "self")}
+    figures.plot_attention("q3-x", "transformer", maps, row, frames, 1, tmp_path)
+    fig = seen[0]
+    width, height = fig.get_size_inches()
+    scale = min(0.8, 6.7 / width)  # the report's PDF: 80% of natural size, at most 6.7 in wide
+    assert height * scale <= 5  # half of A4's text height
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(panels) == 2 and len(fig.axes) == 4  # a colour bar per panel
+    for ax in panels:
+        labels = ax.get_yticklabels()
+        assert 0 < len(labels) <= 30
+        assert all(label.get_fontsize() * scale >= 7 for label in labels)
+    assert "attention decoder" in panels[0].get_title()
+    matplotlib.pyplot.close(fig)
+
+
+def test_figure_legends_use_names_not_result_keys(tmp_path, monkeypatch):
+    from hw2.asr_metrics import SIMILARITIES
+    assert list(figures.SIMILARITY_NAMES) == list(SIMILARITIES)
+    history = build.Results(build.RESULTS_DIR).get("q3-transformer", "results.history")
+    seen = []
+    monkeypatch.setattr(figures, "save_figure",
+                        lambda fig, name, plots_dir: seen.append((name, fig)))
+    figures.plot_q3_history("q3-x", "transformer", history, tmp_path)
+    for name, fig in seen:
+        texts = [t.get_text() for ax in fig.axes if ax.get_legend()
+                 for t in ax.get_legend().get_texts()] + [ax.get_title() for ax in fig.axes]
+        assert texts and not any("_" in t for t in texts), (name, texts)
+        assert not any("transformer" in t for t in texts), (name, texts)
+        matplotlib.pyplot.close(fig)
