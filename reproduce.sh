@@ -17,7 +17,7 @@ python bench/q2_bench.py -compile  # the loop's speed-up and agreement, quoted i
 Q3_CPU="-fast -batch_size 16 -epochs 7 -schedule update -warmup_updates 100 -amp -data_dir data \
   -threads 1 -workers 1 -resume -no_progress"
 python hw2-q3.py -decoder transformer $Q3_CPU &
-python hw2-q3.py -decoder lstm $Q3_CPU -curriculum -lr 2e-3 &
+python hw2-q3.py -decoder lstm $Q3_CPU -curriculum -learning_rate 2e-3 &
 wait -n && wait -n
 python bench/q3_bench.py -data_dir data  # training speed of each path, quoted in the report
 python report/build.py
