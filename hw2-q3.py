@@ -134,16 +134,16 @@ def schedule_warning(epochs: int, updates_per_epoch: int, schedule: str = "epoch
     shape has one, or never leaves its warm-up; None for a schedule that warms up and decays."""
     warmup, _, total = schedule_steps(epochs, updates_per_epoch, schedule, warmup_updates)
     if schedule == "epoch" and warmup == 0:
-        return (f"-schedule epoch with {epochs} epochs: int(0.15 x {epochs}) = 0 warm-up "
+        return (f"-schedule epoch with -epochs {epochs}: int(0.15 x {epochs}) = 0 warm-up "
                 "epochs, so no warm-up at all (training starts at the peak learning rate; "
                 "7 epochs or more warm up)")
     if schedule == "update" and warmup_updates is None and warmup == 0:
         return (f"-schedule update over {total} updates: int(0.15 x {total}) = 0 warm-up "
                 "updates, so no warm-up at all (training starts at the peak learning rate)")
     if schedule == "update" and warmup >= total:
-        return (f"-warmup_updates {warmup} >= the run's {total} updates ({epochs} epochs x "
-                f"{updates_per_epoch}): the learning rate never leaves its warm-up (it never "
-                "reaches the peak and never decays)")
+        return (f"-warmup_updates {warmup} >= the run's {total} updates (-epochs {epochs} x "
+                f"{updates_per_epoch} per epoch): the learning rate never leaves its warm-up "
+                "(it never reaches the peak and never decays)")
     return None
 
 

@@ -23,9 +23,10 @@ from __future__ import annotations
 import hashlib
 import json
 import wave
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 import soundfile
@@ -204,9 +205,7 @@ class FeatureCache:
         return self.dir / f"{wav.stem}-{stat.st_size}-{stat.st_mtime_ns}.npy"
 
     def features(self, wav: Path) -> torch.Tensor:
-        """(n_mels, frames) float32 for this wav, from the cache or computed and stored; a
-        cache that cannot be written (read-only, full, over a file-size limit) is a DataError
-        naming the file, so the script stops with that one line."""
+        """(n_mels, frames) float32 for this wav, from the cache or computed and stored."""
         path = self.path(wav)
         if path.exists():
             try:
@@ -214,19 +213,26 @@ class FeatureCache:
             except (ValueError, OSError, EOFError):  # a damaged cache file: computed again
                 pass
         features = self.transform(read_wav(wav))
-        try:
-            self._store(path, wav.stem, features)
-        except OSError as err:
-            raise DataError(f"{path}: cannot write the feature cache ({err.strerror or err}); "
-                            "-cache_dir must be a writable folder with room") from None
+        with self._write_errors(path):
+            self.dir.mkdir(parents=True, exist_ok=True)
+            for stale in self.dir.glob(f"{wav.stem}-*.npy"):  # older audio, or a damaged file
+                stale.unlink(missing_ok=True)
+            with atomic_write(path) as tmp, self._write_errors(path), open(tmp, "wb") as f:
+                np.save(f, features.numpy())  # parallel workers, Ctrl-C: never half a file
         return features
 
-    def _store(self, path: Path, stem: str, features: torch.Tensor) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.dir.glob(f"{stem}-*.npy"):  # older audio, or a damaged file
-            stale.unlink(missing_ok=True)
-        with atomic_write(path) as tmp, open(tmp, "wb") as f:  # parallel workers, Ctrl-C: safe
-            np.save(f, features.numpy())
+    @staticmethod
+    @contextmanager
+    def _write_errors(path: Path) -> Iterator[None]:
+        """A cache that cannot be written (read-only, full, over a file-size limit) is a
+        DataError naming the file: an ordinary exception, which a DataLoader worker hands to
+        the parent (it is caught before atomic_write's own handling of write errors)."""
+        try:
+            yield
+        except OSError as err:
+            reason = err.strerror or f"short write: {err}"  # numpy's, at a file-size limit
+            raise DataError(f"{path}: cannot write the feature cache ({reason}); -cache_dir "
+                            "must be a writable folder with room") from None
 
 
 class TokenVectorizer:
