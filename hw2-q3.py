@@ -316,7 +316,7 @@ def evaluate(model: SpeechToText, bank: FeatureBank, vectorizer: TokenVectorizer
 
 
 # ---------------------------------------------------------------------------------------------
-# Test: Q3.1 / Q3.2's numbers
+# Q3.1 / Q3.2: train, then test
 # ---------------------------------------------------------------------------------------------
 def train_and_test(args: argparse.Namespace, corpus: LJSpeech, out: cli.Outputs
                    ) -> SpeechToText:
@@ -492,26 +492,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_speed_args(parser.add_argument_group(
         "speed", "-fast and -amp change the batches or the precision, the others nothing but "
                  "the time"))
-    run = parser.add_argument_group("run control")
-    run.add_argument("-train_clips", type=positive_int, default=None,
-                     help="use only the first N training clips (smoke runs)")
-    run.add_argument("-eval_clips", type=positive_int, default=None,
-                     help="use only the first N validation and test clips")
-    run.add_argument("-eval_every", type=non_negative_int, default=0,
-                     help="also validate (and checkpoint) every N updates (default: at the end "
-                          "of each epoch only)")
-    run.add_argument("-resume", action="store_true",
-                     help="continue from the last checkpoint (only a run of the same "
-                          "configuration and corpus)")
-    run.add_argument("-analysis_only", action="store_true",
-                     help="skip training: load the finished run's checkpoint (same flags) and "
-                          "redo only the Q3.3 attention maps and the Q3.4 similarity breakdown")
-    run.add_argument("-checkpoint_dir", default=None,
-                     help="default: checkpoints/q3 under -out_dir (else the repository)")
-    run.add_argument("-real_dir", default=None,
-                     help="LJ-layout folder of genuine recordings scored separately (default: "
-                          "LJSpeech-1.1 in $HW2_DATA_DIR when it is not the training corpus)")
-    add_common_args(run, threads=True)
+    add_run_control_args(parser.add_argument_group(
+        "run control", "which clips, resuming, analysis, folders; the flags every script takes"))
     outputs = parser.add_argument_group("outputs")
     outputs.add_argument("-tag", default="",
                          help="appended to the names of the results, figures and checkpoint "
@@ -529,8 +511,7 @@ def add_configuration_args(group) -> None:
                             "TextDecoderTransformer")
     group.add_argument("-epochs", type=positive_int, default=15, help="default: %(default)s")
     group.add_argument("-learning_rate", dest="lr", metavar="RATE", type=positive_float,
-                       default=1e-3,
-                       help="AdamW peak learning rate (default: %(default)s)")
+                       default=1e-3, help="AdamW peak learning rate (default: %(default)s)")
     group.add_argument("-batch_size", type=positive_int, default=64, help="default: %(default)s")
     group.add_argument("-eval_batch_size", type=positive_int, default=16,
                        help="default: %(default)s")
@@ -572,6 +553,28 @@ def add_speed_args(group) -> None:
                             "memory)")
     group.add_argument("-cache_dir", default="data/feature_cache",
                        help="log-mel feature cache (default: %(default)s)")
+
+
+def add_run_control_args(group) -> None:
+    group.add_argument("-train_clips", type=positive_int, default=None,
+                       help="use only the first N training clips (smoke runs)")
+    group.add_argument("-eval_clips", type=positive_int, default=None,
+                       help="use only the first N validation and test clips")
+    group.add_argument("-eval_every", type=non_negative_int, default=0,
+                       help="also validate (and checkpoint) every N updates (default: at the end "
+                            "of each epoch only)")
+    group.add_argument("-resume", action="store_true",
+                       help="continue from the last checkpoint (only a run of the same "
+                            "configuration and corpus)")
+    group.add_argument("-analysis_only", action="store_true",
+                       help="skip training: load the finished run's checkpoint (same flags) and "
+                            "redo only the Q3.3 attention maps and the Q3.4 similarity breakdown")
+    group.add_argument("-checkpoint_dir", default=None,
+                       help="default: checkpoints/q3 under -out_dir (else the repository)")
+    group.add_argument("-real_dir", default=None,
+                       help="LJ-layout folder of genuine recordings scored separately (default: "
+                            "LJSpeech-1.1 in $HW2_DATA_DIR when it is not the training corpus)")
+    add_common_args(group, threads=True)
 
 
 def main(argv=None) -> None:

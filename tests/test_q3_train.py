@@ -51,30 +51,31 @@ def test_error_rates():
     assert rates["cer"] == pytest.approx((1 + 5) / (6 + 5))
 
 
-def test_schedule_learning_rates_per_epoch():
+def scheduled_rates(steps: int, *schedule, **options) -> tuple[list[float], float]:
+    """The learning rate (peak 1e-3) at each of `steps` scheduler steps of
+    make_scheduler(optimizer, *schedule, **options), and the rate after the last step."""
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
-    scheduler = q3.make_scheduler(optimizer, 15)
+    scheduler = q3.make_scheduler(optimizer, *schedule, **options)
     rates = []
-    for _ in range(15):
+    for _ in range(steps):
         rates.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
+    return rates, optimizer.param_groups[0]["lr"]
+
+
+def test_schedule_learning_rates_per_epoch():
+    rates, _ = scheduled_rates(15, 15)
     expected = [1e-5, 5.05e-4] + [1e-3 * (1 - 0.99 * k / 12) for k in range(13)]
     assert rates == pytest.approx(expected, rel=1e-6)
 
 
 def test_schedule_per_update_has_the_same_shape():
-    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
-    scheduler = q3.make_scheduler(optimizer, 2, 50, "update", warmup_updates=10)
-    rates = []
-    for _ in range(100):
-        rates.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
+    rates, last = scheduled_rates(100, 2, 50, "update", warmup_updates=10)
     assert rates[0] == pytest.approx(1e-5) and rates[10] == pytest.approx(1e-3)
     assert rates[:11] == sorted(rates[:11]) and rates[10:] == sorted(rates[10:], reverse=True)
     assert rates[55] == pytest.approx(1e-3 * (1 - 0.99 * 45 / 90))  # linear decay
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)  # ends at 1e-2 x lr
+    assert last == pytest.approx(1e-5)  # ends at 1e-2 x lr
 
 
 def test_handed_out_schedule_of_few_epochs_starts_at_the_peak():
@@ -299,13 +300,7 @@ def test_a_schedule_that_never_leaves_or_lacks_its_warm_up_is_named(epochs, per_
 
 
 def test_a_warm_up_longer_than_the_run_never_reaches_the_peak():
-    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
-    scheduler = q3.make_scheduler(optimizer, 2, 50, "update", warmup_updates=150)
-    rates = []
-    for _ in range(100):
-        rates.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
+    rates, _ = scheduled_rates(100, 2, 50, "update", warmup_updates=150)
     assert rates == sorted(rates) and rates[-1] < 1e-3  # rising all the way, below the peak
 
 
