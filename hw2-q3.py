@@ -580,12 +580,13 @@ def add_run_control_args(group) -> None:
 def main(argv=None) -> None:
     args = parse_args(argv)
     out = cli.apply_common_args(args)
+    name = run_name(args)
     checkpoint = checkpoint_path(args)
     out.ensure_writable()
     if args.analysis_only and not checkpoint.exists():
         raise fail(f"no checkpoint {checkpoint}: train first (without -analysis_only)")
     ensure_writable(checkpoint.parent, "-checkpoint_dir")
-    with exclusive(checkpoint.with_suffix(".lock"), f"the {run_name(args)} run"):
+    with exclusive(checkpoint.with_suffix(".lock"), f"the {name} run"):
         corpus = open_corpus(args)
         if args.analysis_only:
             model = restore_model(args, corpus)
