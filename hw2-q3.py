@@ -2,25 +2,17 @@
 """Question 3: speech recognition on LJ Speech with the given transformer encoder and an LSTM
 (Q3.1, -decoder lstm) or attention (Q3.2, -decoder transformer) text decoder.
 
-Training follows the handed-out notebook: AdamW (lr 1e-3), a per-epoch schedule (linear
-warm-up from 1e-2 x lr over the first 15% of the epochs, then linear decay to 1e-2 x lr),
-teacher forcing with label-smoothed cross-entropy over all 98 target positions, greedy
-decoding of 98 steps, and the three string similarities of the handed-out code (textdistance
-jaccard / cosine / Damerau-Levenshtein on token-id lists cut at the stop token) plus word and
-character error rates (jiwer). -fast draws batches of clips of similar length, pads each to its
-longest clip with key-padding masks and decodes with a key/value cache (faithful by default:
-shuffled batches, every clip padded to 2754 frames); -schedule update steps the same
-learning-rate shape after every update.
-
-Writes report/results/q3-<decoder>.json, its test log, plots/q3-<decoder>-*.{png,pdf}, and
-q3-<decoder>-analysis.json (Q3.3 attention maps, Q3.4 similarity counts on the first test
-clips); a checkpoint at every validation lets -resume continue an interrupted run of the same
-configuration to the same result.
+Trains as the handed-out notebook does (the defaults), validates every epoch, tests, then
+analyses the decoder (Q3.3 attention maps, Q3.4 what each similarity counts). Writes
+report/results/q3-<decoder>.json, its -analysis.json and test log, and plots/q3-<decoder>-*;
+a checkpoint at every validation lets -resume finish an interrupted run with the same numbers.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +24,9 @@ from hw2 import REPO_DIR, cli, figures
 from hw2.asr_metrics import (SIMILARITIES, STOP, error_rates, first_stop, similarity_anatomy,
                              string_scores)
 from hw2.asr_model import SpeechToText
-from hw2.checkpoints import atomic_write, exclusive, save_checkpoint
+from hw2.checkpoints import Checkpoint, atomic_write, check_identity, exclusive, read_checkpoint
 from hw2.cli import (add_common_args, ensure_writable, fail, non_negative_int, positive_float,
-                     positive_int)
+                     positive_int, torch_device)
 from hw2.ljspeech import (AUDIO_TIME, Clip, ClipBatches, FeatureBank, FeatureCache, LJSpeech,
                           LogMel, SpeechDataset, TokenVectorizer)
 from hw2.results import Timer, write_results
@@ -42,22 +34,92 @@ from utils import configure_seed
 
 
 # ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+def open_corpus(args: argparse.Namespace) -> LJSpeech:
+    return LJSpeech(cli.resolve_data_dir(args.data_dir) / "LJSpeech-1.1")
+
+
+def is_tts(corpus: LJSpeech) -> bool:
+    return (corpus.root / "tts_manifest.tsv").exists()
+
+
+def corpus_record(corpus: LJSpeech) -> dict:
+    """What the results files say about the data: counts, content digest, synthetic or not."""
+    return {"corpus": corpus.describe(), "corpus_sha256": corpus.digest(),
+            "synthetic_speech": is_tts(corpus)}
+
+
+def find_real_corpus(args: argparse.Namespace, corpus: LJSpeech) -> LJSpeech | None:
+    """The genuine recordings to score separately: -real_dir, else $HW2_DATA_DIR's LJ folder
+    when it is not the training corpus itself."""
+    root = Path(args.real_dir) if args.real_dir else \
+        cli.resolve_data_dir(None) / "LJSpeech-1.1"
+    if not (root / "metadata.csv").exists() or root.resolve() == corpus.root.resolve():
+        return None
+    real = LJSpeech(root)
+    return real if any(real.has_audio) and not is_tts(real) else None
+
+
+def load_bank(corpus: LJSpeech, clips: list[Clip], args: argparse.Namespace,
+              desc: str) -> FeatureBank:
+    """The clips' features and tokens in memory (on -device), computed once into -cache_dir."""
+    if not clips:
+        raise fail(f"no clips with audio in {corpus.root} for this split "
+                   f"({corpus.describe()['clips_with_audio']} clips have audio)")
+    cache = FeatureCache(Path(args.cache_dir), LogMel())
+    dataset = SpeechDataset(corpus, clips, cache, TokenVectorizer())
+    return FeatureBank(dataset, args.workers, args.device, not args.no_progress, desc)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------
+def build_model(decoder: str, encoder_layers: int = 2, statement_norm: bool = False,
+                hidden_dim: int = 200, ff_dim: int = 400) -> SpeechToText:
+    """The handed-out model (hidden size 200, feed-forward 400, 2 heads) with `decoder`; the
+    sizes are arguments so that tests run small models through this same script."""
+    return SpeechToText(decoder, encoder_layers=encoder_layers, hidden_dim=hidden_dim,
+                        feed_fwd_dim=ff_dim, statement_norm=statement_norm)
+
+
+# ---------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Options:
+    """How the step and evaluation functions pad, compute and decode (not what is trained):
+    fast = -fast's per-batch padding with key-padding masks and cached decoding that stops at
+    the stop token, amp = bf16 autocast, progress = progress bars."""
+    fast: bool = False
+    amp: bool = False
+    device: str = "cpu"
+    eval_batch_size: int = 16
+    progress: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Options":
+        return cls(args.fast, args.amp, args.device, args.eval_batch_size, not args.no_progress)
+
+
+def schedule_steps(epochs: int, updates_per_epoch: int, schedule: str = "epoch",
+                   warmup_updates: int | None = None) -> tuple[int, int, int]:
+    """(warm-up, decay, total) scheduler steps: epochs for the handed-out "epoch" schedule
+    (int(0.15 x epochs) warm-up, int(0.85 x epochs) decay), updates for "update" (15% of
+    them, or `warmup_updates`, warm up; the rest decay)."""
+    if schedule == "epoch":
+        return int(0.15 * epochs), int(0.85 * epochs), epochs
+    total = epochs * updates_per_epoch
+    warmup = int(0.15 * total) if warmup_updates is None else warmup_updates
+    return warmup, total - warmup, total
+
+
 def make_scheduler(optimizer, epochs: int, updates_per_epoch: int = 1, schedule: str = "epoch",
                    warmup_updates: int | None = None):
     """The handed-out learning-rate shape: linear warm-up from 1e-2 x lr to lr, then linear
-    decay to 1e-2 x lr. schedule="epoch" is the handed-out one, stepped once per epoch, with
-    int(0.15 x epochs) warm-up epochs (so 6 epochs or fewer have none and start at lr).
-    schedule="update" has the same shape stepped after every update, over
-    epochs x updates_per_epoch updates, with `warmup_updates` warm-up updates (default 15%)."""
-    if schedule == "epoch":
-        warmup, total = int(0.15 * epochs), epochs
-        decay = int(0.85 * epochs)
-    else:
-        total = epochs * updates_per_epoch
-        warmup = int(0.15 * total) if warmup_updates is None else warmup_updates
-        decay = total - warmup
+    decay to 1e-2 x lr, over the steps of schedule_steps (stepped once per epoch for
+    "epoch", after every update for "update")."""
+    warmup, decay, _ = schedule_steps(epochs, updates_per_epoch, schedule, warmup_updates)
     phases = [torch.optim.lr_scheduler.LinearLR(optimizer, 1.0, 1e-2, total_iters=decay)]
     if warmup == 0:
         return phases[0]
@@ -66,30 +128,50 @@ def make_scheduler(optimizer, epochs: int, updates_per_epoch: int = 1, schedule:
         milestones=[warmup])
 
 
+def schedule_warning(epochs: int, updates_per_epoch: int, schedule: str = "epoch",
+                     warmup_updates: int | None = None) -> str | None:
+    """What is off, in numbers, with a schedule that has no warm-up though the handed-out
+    shape has one, or never leaves its warm-up; None for a schedule that warms up and decays."""
+    warmup, _, total = schedule_steps(epochs, updates_per_epoch, schedule, warmup_updates)
+    if schedule == "epoch" and warmup == 0:
+        return (f"-schedule epoch with -epochs {epochs}: int(0.15 x {epochs}) = 0 warm-up "
+                "epochs, so no warm-up at all (training starts at the peak learning rate; "
+                "7 epochs or more warm up)")
+    if schedule == "update" and warmup_updates is None and warmup == 0:
+        return (f"-schedule update over {total} updates: int(0.15 x {total}) = 0 warm-up "
+                "updates, so no warm-up at all (training starts at the peak learning rate)")
+    if schedule == "update" and warmup >= total:
+        return (f"-warmup_updates {warmup} >= the run's {total} updates (-epochs {epochs} x "
+                f"{updates_per_epoch} per epoch): the learning rate never leaves its warm-up "
+                "(it never reaches the peak and never decays)")
+    return None
+
+
 def teacher_forced_loss(logits: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the logits for text[:, :-1] against text[:, 1:] (label smoothing 0.1,
-    padding positions included, as handed out)."""
+    """Cross-entropy of the logits (B, 35, T-1) for text[:, :-1] against text[:, 1:] (label
+    smoothing 0.1, padding positions included, as handed out)."""
     return F.cross_entropy(logits.float(), text[:, 1:], label_smoothing=0.1)
 
 
-def autocast(args):
+def autocast(options: Options):
     """bf16 autocast with -amp, else a no-op context."""
-    return torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16,
-                          enabled=args.amp)
+    return torch.autocast(torch.device(options.device).type, dtype=torch.bfloat16,
+                          enabled=options.amp)
 
 
-def model_batch(bank: FeatureBank, indices, args):
-    """Audio, tokens and the lengths the model masks with: with -fast, padded to the batch's
-    longest clip and masked; else padded to the handed-out AUDIO_TIME frames, lengths None (no
-    masks, as handed out)."""
-    audio, text, lengths = bank.batch(indices, None if args.fast else AUDIO_TIME)
-    return audio, text, lengths if args.fast else None
+def model_batch(bank: FeatureBank, indices, options: Options):
+    """Audio (B, 80, T), tokens (B, 99) and the lengths (B,) the model masks with: with -fast,
+    padded to the batch's longest clip and masked; else padded to the handed-out AUDIO_TIME
+    frames, lengths None (no masks, as handed out)."""
+    audio, text, lengths = bank.batch(indices, None if options.fast else AUDIO_TIME)
+    return audio, text, lengths if options.fast else None
 
 
-def train_step(model, bank: FeatureBank, indices, optimizer, args) -> torch.Tensor:
+def train_step(model: SpeechToText, bank: FeatureBank, indices, optimizer,
+               options: Options) -> torch.Tensor:
     """One update on the clips at `indices`; returns the loss (not synchronised)."""
-    audio, text, lengths = model_batch(bank, indices, args)
-    with autocast(args):
+    audio, text, lengths = model_batch(bank, indices, options)
+    with autocast(options):
         logits = model(audio, text[:, :-1], lengths)
     loss = teacher_forced_loss(logits, text)
     optimizer.zero_grad(set_to_none=True)
@@ -98,24 +180,130 @@ def train_step(model, bank: FeatureBank, indices, optimizer, args) -> torch.Tens
     return loss.detach()
 
 
+# Flags that change what a run computes: -resume and -analysis_only accept only a checkpoint
+# of the same values, trained on a corpus of the same content (LJSpeech.digest).
+RUN_IDENTITY = ("decoder", "epochs", "lr", "batch_size", "eval_batch_size", "encoder_layers",
+                "statement_norm", "train_clips", "eval_clips", "fast", "schedule",
+                "warmup_updates", "curriculum", "eval_every", "amp", "seed")
+
+
+def run_identity(args: argparse.Namespace, corpus: LJSpeech) -> dict:
+    return {**{name: getattr(args, name) for name in RUN_IDENTITY},
+            "corpus_sha256": corpus.digest()}
+
+
+def checkpoint_path(args: argparse.Namespace) -> Path:
+    folder = Path(args.checkpoint_dir) if args.checkpoint_dir else \
+        Path(args.out_dir or ".") / "checkpoints" / "q3"
+    return folder / f"{run_name(args)}-seed{args.seed}.pt"
+
+
+def train(args: argparse.Namespace, options: Options, corpus: LJSpeech, bank: FeatureBank,
+          validation: FeatureBank) -> tuple[SpeechToText, dict]:
+    """Train (or, with -resume, continue) on `bank`, validating at the end of every epoch and
+    every -eval_every updates: the model and {history, seconds, updates, updates_per_epoch}."""
+    batches = ClipBatches(bank.lengths, args.batch_size, args.seed, group=args.fast,
+                          curriculum=args.curriculum)
+    per_epoch, total = len(batches), len(batches) * args.epochs
+    model = build_model(args.decoder, args.encoder_layers, args.statement_norm)
+    model = model.to(options.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    scheduler = make_scheduler(optimizer, args.epochs, per_epoch, args.schedule,
+                               args.warmup_updates)
+    warning = schedule_warning(args.epochs, per_epoch, args.schedule, args.warmup_updates)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    checkpoint = Checkpoint(checkpoint_path(args), run_identity(args, corpus), args.resume)
+    state = resume(checkpoint, model, optimizer, scheduler)
+    model.train()
+    losses, timer = [], Timer()  # timer.lap(): training + validation time
+    bar = tqdm(total=total, initial=state["update"], disable=not options.progress, desc="train",
+               unit="update")
+    while state["update"] < total:
+        epoch, step = divmod(state["update"], per_epoch)
+        for indices in batches.epoch(epoch)[step:]:
+            lr = optimizer.param_groups[0]["lr"]
+            losses.append(train_step(model, bank, indices, optimizer, options))
+            state["update"] += 1
+            bar.update()
+            end_of_epoch = state["update"] % per_epoch == 0
+            if args.schedule == "update" or end_of_epoch:
+                scheduler.step()
+            if end_of_epoch or (args.eval_every and state["update"] % args.eval_every == 0):
+                record = {"update": state["update"], "epoch": state["update"] / per_epoch,
+                          "clips_seen": state["update"] * args.batch_size, "lr": lr,
+                          "train_loss": mean_loss(losses, state["update"], epoch)}
+                state = validate(state, record, model, validation, options, timer)
+                checkpoint.save({**state, "updates": total, "model": model.state_dict(),
+                                 "optimizer": optimizer.state_dict(),
+                                 "scheduler": scheduler.state_dict()})
+                losses = []
+    bar.close()
+    return model, {"history": state["history"], "seconds": state["seconds"],
+                   "updates": total, "updates_per_epoch": per_epoch}
+
+
+def resume(checkpoint: Checkpoint, model: SpeechToText, optimizer, scheduler) -> dict:
+    """A fresh run's {update, history, seconds}, or with -resume the checkpoint's, its model,
+    optimiser and scheduler loaded (Checkpoint.load refuses another run's checkpoint)."""
+    saved = checkpoint.load()
+    if saved is None:
+        return {"update": 0, "history": [], "seconds": 0.0}
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    print(f"resuming after update {saved['update']} from {checkpoint.path}")
+    return {key: saved[key] for key in ("update", "history", "seconds")}
+
+
+def mean_loss(losses: list[torch.Tensor], update: int, epoch: int) -> float:
+    """The mean training loss since the last validation; a diverged run stops here, before
+    anything is checkpointed or written."""
+    loss = float(torch.stack(losses).mean())
+    if not np.isfinite(loss):
+        raise fail(f"training diverged: loss {loss} at update {update} (epoch {epoch + 1}); "
+                   "lower -learning_rate")
+    return loss
+
+
+def validate(state: dict, record: dict, model: SpeechToText, bank: FeatureBank,
+             options: Options, timer: Timer) -> dict:
+    """The state with one more history record: `record`, the validation metrics and the
+    training time so far (validation included); prints it with two decoded examples."""
+    metrics, pairs = evaluate(model, bank, TokenVectorizer(), options, "validation")
+    seconds = state["seconds"] + timer.lap()
+    record = {**record, "validation": metrics, "seconds": seconds}
+    tqdm.write(f"[update {record['update']}, epoch {record['epoch']:.2f}] lr {record['lr']:.2e}"
+               f"  train loss {record['train_loss']:.3f}  val loss {metrics['loss']:.3f}  d-l "
+               f"{metrics['damerau-levenshtein_similarity']:.3f}  wer {metrics['wer']:.3f}  "
+               f"cer {metrics['cer']:.3f}  ({seconds:.0f} s)")
+    for target, pred in pairs[:2]:
+        tqdm.write(f"  target: {target}\n  pred:   {pred}")
+    return {**state, "seconds": seconds, "history": state["history"] + [record]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(model, bank: FeatureBank, vectorizer, args, desc="eval"
-             ) -> tuple[dict, list[tuple[str, str]]]:
-    """Mean batch loss, mean similarities per clip, WER / CER, and every decoded pair (in
-    corpus order). -fast evaluates batches of similar length (same values, less padding)."""
+def evaluate(model: SpeechToText, bank: FeatureBank, vectorizer: TokenVectorizer,
+             options: Options, desc: str = "eval") -> tuple[dict, list[tuple[str, str]]]:
+    """Mean batch loss, mean similarities per clip, WER / CER, and every decoded (target,
+    prediction) pair in corpus order. -fast evaluates batches of similar length (the same
+    values with less padding)."""
     model.eval()
-    if args.fast:
-        batches = bank.batches_in_length_order(args.eval_batch_size)
+    if options.fast:
+        batches = bank.batches_in_length_order(options.eval_batch_size)
     else:
-        batches = list(torch.arange(len(bank)).split(args.eval_batch_size))
+        batches = list(torch.arange(len(bank)).split(options.eval_batch_size))
     sums, losses, pairs = dict.fromkeys(SIMILARITIES, 0.0), [], {}
-    for indices in tqdm(batches, leave=False, disable=args.no_progress, desc=desc):
-        audio, text, lengths = model_batch(bank, indices, args)
-        with autocast(args):
+    for indices in tqdm(batches, leave=False, disable=not options.progress, desc=desc):
+        audio, text, lengths = model_batch(bank, indices, options)
+        with autocast(options):
             latent, padding = model.encode(audio, lengths)
             logits = model.decode(text[:, :-1], latent, padding)
-            generated = model.greedy(latent, padding, use_cache=args.fast,
-                                     stop_token=STOP if args.fast else None)
+            generated = model.greedy(latent, padding, use_cache=options.fast,
+                                     stop_token=STOP if options.fast else None)
         losses.append(teacher_forced_loss(logits, text))
         batch_sums, batch_pairs = string_scores(text.cpu(), generated.cpu(), vectorizer)
         sums = {k: sums[k] + batch_sums[k] for k in sums}
@@ -127,168 +315,45 @@ def evaluate(model, bank: FeatureBank, vectorizer, args, desc="eval"
     return metrics, pairs
 
 
-def load_bank(corpus: LJSpeech, clips: list[Clip], args, desc: str) -> FeatureBank:
-    """The clips' features and tokens in memory (on -device), computed once into -cache_dir."""
-    if not clips:
-        raise fail(f"no clips with audio in {corpus.root} for this split "
-                   f"({corpus.describe()['clips_with_audio']} clips have audio)")
-    cache = FeatureCache(Path(args.cache_dir), LogMel())
-    dataset = SpeechDataset(corpus, clips, cache, TokenVectorizer())
-    return FeatureBank(dataset, args.workers, args.device, not args.no_progress, desc)
-
-
-def build_model(args) -> SpeechToText:
-    return SpeechToText(args.decoder, encoder_layers=args.encoder_layers,
-                        hidden_dim=args.hidden_dim, feed_fwd_dim=args.ff_dim,
-                        statement_norm=args.statement_norm).to(args.device)
-
-
-# Flags that change what a run computes: -resume continues only a run with the same values.
-RUN_IDENTITY = ("decoder", "epochs", "lr", "batch_size", "eval_batch_size", "encoder_layers",
-                "statement_norm", "hidden_dim", "ff_dim", "train_clips", "eval_clips", "fast",
-                "schedule", "warmup_updates", "curriculum", "eval_every", "amp", "seed")
-
-
-def run_identity(args, corpus: LJSpeech) -> dict:
-    return {**{name: getattr(args, name) for name in RUN_IDENTITY},
-            "corpus": corpus.describe()["splits"]}
-
-
-def checkpoint_path(args) -> Path:
-    folder = Path(args.checkpoint_dir) if args.checkpoint_dir else \
-        Path(args.out_dir or ".") / "checkpoints" / "q3"
-    return folder / f"{run_name(args)}-seed{args.seed}.pt"
-
-
-def load_checkpoint(path: Path) -> dict:
-    try:
-        return torch.load(path, weights_only=False, map_location="cpu")
-    except Exception as err:  # truncated or foreign file
-        raise fail(f"{path}: unreadable checkpoint ({type(err).__name__}); delete it to "
-                   "start afresh") from None
-
-
-def restore_model(args) -> SpeechToText:
-    """The model of the last checkpoint."""
-    checkpoint, model = checkpoint_path(args), build_model(args)
-    if not checkpoint.exists():
-        raise fail(f"no checkpoint {checkpoint}: train first (without -analysis_only)")
-    model.load_state_dict(load_checkpoint(checkpoint)["model"])
-    return model
-
-
-def open_corpus(args) -> LJSpeech:
-    return LJSpeech(cli.resolve_data_dir(args.data_dir) / "LJSpeech-1.1")
-
-
-def resume_state(args, identity: dict, model, optimizer, scheduler) -> dict:
-    """The state of a fresh run, or (with -resume) that of the checkpoint, loaded into the
-    model, optimiser and scheduler; a checkpoint of another configuration is refused."""
-    state = {"update": 0, "history": [], "seconds": 0.0, "identity": identity}
-    checkpoint = checkpoint_path(args)
-    if not (args.resume and checkpoint.exists()):
-        return state
-    saved = load_checkpoint(checkpoint)
-    changed = [k for k in identity if saved.get("identity", {}).get(k) != identity[k]]
-    if changed:
-        raise fail(f"{checkpoint} is another run (differs in {', '.join(changed)}); drop "
-                   "-resume or delete it to start afresh")
-    model.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    print(f"resuming after update {saved['update']} from {checkpoint}")
-    return saved
-
-
-def run(args, out: cli.Outputs) -> tuple[dict, SpeechToText, LJSpeech]:
-    """Train (or resume), validating at the end of every epoch and every -eval_every updates,
-    then test: (results, model, corpus)."""
+# ---------------------------------------------------------------------------------------------
+# Q3.1 / Q3.2: train, then test
+# ---------------------------------------------------------------------------------------------
+def train_and_test(args: argparse.Namespace, corpus: LJSpeech, out: cli.Outputs
+                   ) -> SpeechToText:
+    """Train (or resume), test, and write the results file, the test log and the figures."""
+    wall = Timer()
     configure_seed(args.seed)
-    corpus = open_corpus(args)
+    options = Options.from_args(args)
     real_corpus = find_real_corpus(args, corpus)
-    train = load_bank(corpus, corpus.split("train", args.train_clips), args, "train features")
+    bank = load_bank(corpus, corpus.split("train", args.train_clips), args, "train features")
     validation = load_bank(corpus, corpus.split("validation", args.eval_clips), args,
                            "validation features")
-    batches = ClipBatches(train.lengths, args.batch_size, args.seed, group=args.fast,
-                          curriculum=args.curriculum)
-    per_epoch, total = len(batches), len(batches) * args.epochs
-    model = build_model(args)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
-    scheduler = make_scheduler(optimizer, args.epochs, per_epoch, args.schedule,
-                               args.warmup_updates)
-    vectorizer = TokenVectorizer()
-    state = resume_state(args, run_identity(args, corpus), model, optimizer, scheduler)
-    model.train()
-    losses, timer = [], Timer()  # timer.lap(): training + validation time
-    bar = tqdm(total=total, initial=state["update"], disable=args.no_progress, desc="train",
-               unit="update")
-    while state["update"] < total:
-        epoch, step = divmod(state["update"], per_epoch)
-        for indices in batches.epoch(epoch)[step:]:
-            lr = optimizer.param_groups[0]["lr"]
-            losses.append(train_step(model, train, indices, optimizer, args))
-            state["update"] += 1
-            bar.update()
-            end_of_epoch = state["update"] % per_epoch == 0
-            if args.schedule == "update" or end_of_epoch:
-                scheduler.step()
-            if end_of_epoch or (args.eval_every and state["update"] % args.eval_every == 0):
-                train_loss = float(torch.stack(losses).mean())
-                if not np.isfinite(train_loss):
-                    raise fail(f"training diverged: loss {train_loss} at update "
-                               f"{state['update']} (epoch {epoch + 1}); lower -learning_rate")
-                val, pairs = evaluate(model, validation, vectorizer, args, "validation")
-                state = checkpoint_after(state, model, optimizer, scheduler, args, {
-                    "update": state["update"], "epoch": state["update"] / per_epoch,
-                    "clips_seen": state["update"] * args.batch_size, "lr": lr,
-                    "train_loss": train_loss, "validation": val}, timer.lap())
-                report_progress(state, args, pairs, bar)
-                losses = []
-    bar.close()
-    del train
+    model, trained = train(args, options, corpus, bank, validation)
+    del bank
     test_bank = load_bank(corpus, corpus.split("test", args.eval_clips), args, "test features")
-    test, test_pairs = evaluate(model, test_bank, vectorizer, args, "test")
-    results = {"history": state["history"], "test": test, "test_examples": test_pairs[:10],
-               "train_seconds": state["seconds"], "updates": total,
-               "updates_per_epoch": per_epoch, "device": device_name(args.device),
-               "parameters": {"total": sum(p.numel() for p in model.parameters()),
-                              "encoder": sum(p.numel() for p in model._enc.parameters()),
-                              "decoder": sum(p.numel() for p in model._dec.parameters())},
-               "data": {"corpus": corpus.describe(), "synthetic_speech": is_tts(corpus)}}
+    vectorizer = TokenVectorizer()
+    test, pairs = evaluate(model, test_bank, vectorizer, options, "test")
+    results = {"history": trained["history"], "test": test, "test_examples": pairs[:10],
+               "train_seconds": trained["seconds"], "updates": trained["updates"],
+               "updates_per_epoch": trained["updates_per_epoch"],
+               "device": device_name(options.device), "parameters": model.parameter_counts()}
     if real_corpus is not None:
         real_clips = [c for c, ok in zip(real_corpus.clips, real_corpus.has_audio) if ok]
         real, real_pairs = evaluate(model, load_bank(real_corpus, real_clips, args, "genuine"),
-                                    vectorizer, args, "real clips")
+                                    vectorizer, options, "real clips")
         results["real_clips"] = {"root": str(real_corpus.root), "clips": len(real_clips),
                                  "metrics": real, "examples": real_pairs[:10]}
-        test_pairs = test_pairs + [("[genuine] " + t, p) for t, p in real_pairs]
-    results["test_log"] = write_test_log(run_name(args), test_pairs, out.results)
+        pairs = pairs + [("[genuine] " + t, p) for t, p in real_pairs]
+    results["test_log"] = write_test_log(run_name(args), pairs, out.results)
     print("test: " + json.dumps({k: round(v, 4) for k, v in test.items()}))
-    return results, model, corpus
-
-
-def checkpoint_after(state: dict, model, optimizer, scheduler, args, record: dict,
-                     seconds: float) -> dict:
-    """Append one evaluation record (with the training time so far) and save the checkpoint
-    that -resume continues from."""
-    total_seconds = state["seconds"] + seconds
-    state = {**state, "seconds": total_seconds,
-             "history": state["history"] + [{**record, "seconds": total_seconds}],
-             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict()}
-    save_checkpoint(state, checkpoint_path(args))
-    return state
-
-
-def report_progress(state: dict, args, pairs: list[tuple[str, str]], bar) -> None:
-    record, write = state["history"][-1], (bar.write if not args.no_progress else print)
-    val = record["validation"]
-    write(f"[update {record['update']}, epoch {record['epoch']:.2f}] lr {record['lr']:.2e}  "
-          f"train loss {record['train_loss']:.3f}  val loss {val['loss']:.3f}  d-l "
-          f"{val['damerau-levenshtein_similarity']:.3f}  wer {val['wer']:.3f}  cer "
-          f"{val['cer']:.3f}  ({record['seconds']:.0f} s)")
-    for target, pred in pairs[:2]:
-        write(f"  target: {target}\n  pred:   {pred}")
+    seconds = wall.lap()
+    path = write_results(run_name(args), results, config=vars(args), seed=args.seed,
+                         data=corpus_record(corpus), wall_time_s=seconds,
+                         results_dir=out.results)
+    figures.plot_q3_history(run_name(args), args.decoder, results["history"], out.plots)
+    plot_both_decoders(args, out)
+    print(f"wrote {path} ({seconds:.0f} s)")
+    return model
 
 
 def device_name(device: str) -> str:
@@ -297,76 +362,9 @@ def device_name(device: str) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
-# ---------------------------------------------------------------------------------------------
-# Q3.3 / Q3.4 analysis: how each decoder reads the audio and the text so far; what each
-# similarity counts
-# ---------------------------------------------------------------------------------------------
-ANALYSIS_CLIPS = 32
-
-
-def analysis(model: SpeechToText, corpus: LJSpeech, args, out: cli.Outputs) -> dict:
-    """Decode the first ANALYSIS_CLIPS test clips greedily, record the decoder's attention
-    while it re-reads its own transcript, summarise it and draw the shortest clip's maps;
-    take the three similarities of that clip apart (Q3.4's worked example).
-
-    Cross-attention: the encoder frame each output character attends to most (heads
-    averaged) and how well that peak follows the character's position (Pearson r; near 1 =
-    the decoder reads the audio left to right, an alignment). Self-attention (attention
-    decoder only): how far back, in characters, each position looks on average.
-    """
-    bank = load_bank(corpus, corpus.split("test", ANALYSIS_CLIPS), args, "analysis features")
-    audio, text, lengths = model_batch(bank, torch.arange(len(bank)), args)
-    model.eval()
-    latent, padding = model.encode(audio, lengths)
-    tokens = model.greedy(latent, padding, use_cache=True)
-    maps = {k: v.mean(dim=1).cpu() for k, v in
-            model.attention_maps(tokens[:, :-1], latent, padding).items()}  # heads averaged
-    frames = ((bank.lengths + 1) // 2).tolist()  # encoder frames that hold the clip (no padding)
-    correlations, lookbacks, rows = [], [], tokens.tolist()
-    for i, row in enumerate(rows):
-        n = first_stop(row)  # query positions 0..n-1 write the characters 1..n
-        peaks = maps["cross"][i, :n, :frames[i]].argmax(dim=-1).float()
-        if n >= 3 and peaks.std() > 0:
-            correlations.append(float(np.corrcoef(np.arange(n), peaks.numpy())[0, 1]))
-        if "self" in maps:
-            distance = torch.arange(n)[:, None] - torch.arange(n)[None, :]
-            lookbacks.append(float((maps["self"][i, :n, :n] * distance.clamp(min=0)).sum() / n))
-    shortest = int(np.argmin(frames))
-    figures.plot_attention(run_name(args), args.decoder, maps, rows[shortest], frames[shortest],
-                   shortest, out.plots)
-    attention = {"clips": len(rows), "cross_peak_position_correlation_mean":
-                 float(np.mean(correlations)) if correlations else None,
-                 "clips_with_a_correlation": len(correlations),
-                 "example_clip": bank.clips[shortest].id}
-    if lookbacks:
-        attention["self_mean_lookback_characters"] = float(np.mean(lookbacks))
-    return {"attention": attention,
-            "similarities": similarity_anatomy(text.tolist(), rows, shortest)}
-
-
-
-
-def is_tts(corpus: LJSpeech) -> bool:
-    return (corpus.root / "tts_manifest.tsv").exists()
-
-
-def find_real_corpus(args, corpus: LJSpeech) -> LJSpeech | None:
-    """The genuine recordings to score separately: -real_dir, else $HW2_DATA_DIR's LJ folder
-    when it is not the training corpus itself."""
-    root = Path(args.real_dir) if args.real_dir else \
-        cli.resolve_data_dir(None) / "LJSpeech-1.1"
-    if not (root / "metadata.csv").exists() or root.resolve() == corpus.root.resolve():
-        return None
-    real = LJSpeech(root)
-    return real if any(real.has_audio) and not is_tts(real) else None
-
-
-def run_name(args, decoder: str | None = None) -> str:
-    """q3-<decoder>, with -tag appended: the stem of every file a run writes."""
-    return f"q3-{decoder or args.decoder}" + (f"-{args.tag}" if args.tag else "")
-
-
 def write_test_log(name: str, pairs: list[tuple[str, str]], results_dir: Path) -> str:
+    """Every decoded test clip beside its target, written atomically; returns its path as the
+    results file records it (relative to the repository when it lies inside)."""
     path = results_dir / f"{name}-test-log.txt"
     with atomic_write(path) as tmp:
         tmp.write_text("".join(f"target: {t}\npred:   {p}\n\n" for t, p in pairs))
@@ -374,7 +372,7 @@ def write_test_log(name: str, pairs: list[tuple[str, str]], results_dir: Path) -
                if results_dir.is_relative_to(REPO_DIR) else path)
 
 
-def plot_both_decoders(args, out: cli.Outputs) -> None:
+def plot_both_decoders(args: argparse.Namespace, out: cli.Outputs) -> None:
     """Both decoders' validation curves against training updates, once both have run."""
     records = {}
     for decoder in ("lstm", "transformer"):
@@ -388,83 +386,195 @@ def plot_both_decoders(args, out: cli.Outputs) -> None:
     figures.plot_q3_decoders(run_name(args, "both"), records, out.plots)
 
 
+# ---------------------------------------------------------------------------------------------
+# Q3.3 / Q3.4 analysis: how each decoder reads the audio and the text so far; what each
+# similarity counts
+# ---------------------------------------------------------------------------------------------
+ANALYSIS_CLIPS = 32
+
+
+def restore_model(args: argparse.Namespace, corpus: LJSpeech) -> SpeechToText:
+    """The model of the finished run's checkpoint, if it is the run the flags describe."""
+    path = checkpoint_path(args)
+    saved = read_checkpoint(path)
+    check_identity(path, saved.get("identity"), run_identity(args, corpus), "-analysis_only")
+    if saved["update"] < saved["updates"]:
+        raise fail(f"-analysis_only: {path} is an unfinished run (update {saved['update']} of "
+                   f"{saved['updates']}); finish it with -resume first")
+    model = build_model(args.decoder, args.encoder_layers, args.statement_norm)
+    model.load_state_dict(saved["model"])
+    return model.to(args.device)
+
+
+@torch.no_grad()
+def analysis(model: SpeechToText, corpus: LJSpeech, args: argparse.Namespace,
+             out: cli.Outputs) -> dict:
+    """Decode the first ANALYSIS_CLIPS test clips greedily, take the decoder's attention while
+    it re-reads its own transcript (heads averaged), summarise it, draw and keep the shortest
+    clip's maps; take the three similarities of that clip apart (Q3.4's worked example)."""
+    bank = load_bank(corpus, corpus.split("test", ANALYSIS_CLIPS), args, "analysis features")
+    audio, text, lengths = model_batch(bank, torch.arange(len(bank)), Options.from_args(args))
+    model.eval()
+    latent, padding = model.encode(audio, lengths)
+    tokens = model.greedy(latent, padding, use_cache=True)
+    _, weights = model.decode(tokens[:, :-1], latent, padding, return_attention=True)
+    maps = {kind: w.mean(dim=1).cpu() for kind, w in weights.items()}  # (clips, T, keys)
+    frames = ((bank.lengths + 1) // 2).tolist()  # encoder frames that hold the clip (no padding)
+    rows, shortest = tokens.tolist(), int(np.argmin(frames))
+    figures.plot_attention(run_name(args), args.decoder, maps, rows[shortest], frames[shortest],
+                           shortest, out.plots)
+    attention = {**attention_summary(maps, rows, frames),
+                 "example_clip": bank.clips[shortest].id,
+                 "example_maps": example_maps(maps, rows[shortest], frames[shortest], shortest)}
+    return {"attention": attention,
+            "similarities": similarity_anatomy(text.tolist(), rows, shortest)}
+
+
+def attention_summary(maps: dict[str, torch.Tensor], rows: list[list[int]],
+                      frames: list[int]) -> dict:
+    """Cross-attention: the encoder frame each written character attends to most and how well
+    that peak follows the character's position (Pearson r; near 1 = the decoder reads the audio
+    left to right). Self-attention (attention decoder): how many characters back it looks."""
+    correlations, lookbacks = [], []
+    for i, row in enumerate(rows):
+        n = first_stop(row)  # query positions 0..n-1 write the characters 1..n
+        peaks = maps["cross"][i, :n, :frames[i]].argmax(dim=-1).float()
+        if n >= 3 and peaks.std() > 0:
+            correlations.append(float(np.corrcoef(np.arange(n), peaks.numpy())[0, 1]))
+        if "self" in maps:
+            distance = torch.arange(n)[:, None] - torch.arange(n)[None, :]
+            lookbacks.append(float((maps["self"][i, :n, :n] * distance.clamp(min=0)).sum() / n))
+    summary = {"clips": len(rows), "cross_peak_position_correlation_mean":
+               float(np.mean(correlations)) if correlations else None,
+               "clips_with_a_correlation": len(correlations)}
+    if lookbacks:
+        summary["self_mean_lookback_characters"] = float(np.mean(lookbacks))
+    return summary
+
+
+def example_maps(maps: dict[str, torch.Tensor], row: list[int], frames: int,
+                 index: int) -> dict:
+    """Clip `index`'s characters and its heads-averaged maps, rounded to 4 decimals: 'cross'
+    (characters x frames) and 'self' (characters x characters), the numbers plot_attention
+    draws, kept in the results so that the figure can be redrawn from them."""
+    n = first_stop(row)
+    example = {"characters": TokenVectorizer().decode(row[1:n + 1])}
+    for kind, weights in maps.items():
+        weights = weights[index, :n, :frames if kind == "cross" else n]
+        example[kind] = [[round(value, 4) for value in line] for line in weights.tolist()]
+    return example
+
+
+def write_analysis(model: SpeechToText, corpus: LJSpeech, args: argparse.Namespace,
+                   out: cli.Outputs) -> None:
+    with Timer() as wall:
+        summary = analysis(model, corpus, args, out)
+    path = write_results(f"{run_name(args)}-analysis", summary, config=vars(args),
+                         seed=args.seed, data=corpus_record(corpus), wall_time_s=wall.seconds,
+                         results_dir=out.results)
+    print(f"wrote {path}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+def run_name(args: argparse.Namespace, decoder: str | None = None) -> str:
+    """q3-<decoder>, with -tag appended: the stem of every file a run writes."""
+    return f"q3-{decoder or args.decoder}" + (f"-{args.tag}" if args.tag else "")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Question 3: LJ Speech ASR with the given transformer encoder and an LSTM "
-                    "(Q3.1) or attention (Q3.2) decoder; losses, string similarities, WER/CER. "
-                    "Defaults are the handed-out configuration.")
-    parser.add_argument("-decoder", choices=["lstm", "transformer"], required=True,
-                        help="lstm: Q3.1, TextDecoderRecurrent; transformer: Q3.2, "
-                             "TextDecoderTransformer")
-    parser.add_argument("-epochs", type=positive_int, default=15, help="default: %(default)s")
-    parser.add_argument("-learning_rate", "-lr", dest="lr", type=positive_float, default=1e-3,
-                        help="AdamW peak learning rate (default: %(default)s; -lr: the earlier "
-                             "spelling, kept for the commands of the committed runs)")
-    parser.add_argument("-batch_size", type=positive_int, default=64, help="training batch size")
-    parser.add_argument("-eval_batch_size", type=positive_int, default=16)
-    parser.add_argument("-encoder_layers", type=positive_int, default=2,
-                        help="encoder blocks (default 2 as in the handed-out config; the "
-                             "statement's appendix says 4)")
-    parser.add_argument("-statement_norm", action="store_true",
-                        help="residual sub-blocks as the statement's appendix writes them, "
-                             "LN(x + Module(LN(x))) (default: the handed-out x + Module(LN(x)))")
-    parser.add_argument("-hidden_dim", type=positive_int, default=200, help=argparse.SUPPRESS)
-    parser.add_argument("-ff_dim", type=positive_int, default=400, help=argparse.SUPPRESS)
-    parser.add_argument("-schedule", choices=["epoch", "update"], default="epoch",
-                        help="epoch: the handed-out warm-up / decay stepped once per epoch "
-                             "(15%% of the epochs warm up: none with 6 epochs or fewer); "
-                             "update: the same shape stepped after every update")
-    parser.add_argument("-warmup_updates", type=non_negative_int, default=None,
-                        help="with -schedule update: warm-up length (default: 15%% of the "
-                             "updates)")
-    parser.add_argument("-train_clips", type=positive_int, default=None,
-                        help="use only the first N training clips (smoke runs)")
-    parser.add_argument("-eval_clips", type=positive_int, default=None,
-                        help="use only the first N validation and test clips")
-    parser.add_argument("-fast", action="store_true",
-                        help="batches of clips of similar length, each padded to its longest "
-                             "clip with key-padding masks; decoding with a key/value cache "
-                             "that stops once every clip has emitted the stop token (default: "
-                             f"handed-out shuffled batches padded to {AUDIO_TIME} frames, prefix "
-                             "recomputation, all 98 steps)")
-    parser.add_argument("-curriculum", action="store_true",
-                        help="with -fast: the first epoch goes from the shortest clips to the "
-                             "longest")
-    parser.add_argument("-eval_every", type=non_negative_int, default=0,
-                        help="also validate (and checkpoint) every N updates (default: at the "
-                             "end of each epoch only)")
-    parser.add_argument("-amp", action="store_true",
-                        help="bf16 autocast for the model (default: float32); pays on CPUs with "
-                        "native bf16 (AVX512-BF16, AMX) and for the handed-out padding on GPUs")
-    parser.add_argument("-real_dir", default=None,
-                        help="LJ-layout folder of genuine recordings scored separately "
-                             "(default: LJSpeech-1.1 in $HW2_DATA_DIR when it is not the "
-                             "training corpus)")
-    parser.add_argument("-workers", type=non_negative_int, default=2,
-                        help="processes that compute the features (once; they are then held "
-                             "in memory)")
-    parser.add_argument("-cache_dir", default="data/feature_cache",
-                        help="log-mel feature cache (default: %(default)s)")
-    parser.add_argument("-checkpoint_dir", default=None,
-                        help="default: checkpoints/q3 under -out_dir (else the repository)")
-    parser.add_argument("-resume", action="store_true",
-                        help="continue from the last checkpoint (only a run of the same "
-                             "configuration)")
-    parser.add_argument("-device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("-analysis_only", action="store_true",
-                        help="skip training: load the last checkpoint and redo only the "
-                             "Q3.3 attention maps and the Q3.4 similarity breakdown")
-    parser.add_argument("-tag", default="",
-                        help="appended to the names of the results, figures and checkpoint "
-                             "(e.g. gpu: q3-lstm-gpu.json)")
-    parser.add_argument("-no_progress", action="store_true", help="no progress bars")
-    add_common_args(parser, threads=True)
+                    "(Q3.1) or attention (Q3.2) decoder; losses, string similarities, WER/CER.")
+    add_configuration_args(parser.add_argument_group(
+        "handed-out configuration", "what is trained; the defaults are the handed-out ones"))
+    add_speed_args(parser.add_argument_group(
+        "speed", "-fast and -amp change the batches or the precision, the others nothing but "
+                 "the time"))
+    add_run_control_args(parser.add_argument_group(
+        "run control", "which clips, resuming, analysis, folders; the flags every script takes"))
+    outputs = parser.add_argument_group("outputs")
+    outputs.add_argument("-tag", default="",
+                         help="appended to the names of the results, figures and checkpoint "
+                              "(e.g. gpu: q3-lstm-gpu.json)")
+    outputs.add_argument("-no_progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if args.tag and not args.tag.replace("-", "").isalnum():
         parser.error(f"-tag must be letters, digits and '-' (got {args.tag!r})")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error("-device cuda: no CUDA GPU is available here (use -device cpu)")
     return args
+
+
+def add_configuration_args(group) -> None:
+    group.add_argument("-decoder", choices=["lstm", "transformer"], required=True,
+                       help="lstm: Q3.1, TextDecoderRecurrent; transformer: Q3.2, "
+                            "TextDecoderTransformer")
+    group.add_argument("-epochs", type=positive_int, default=15, help="default: %(default)s")
+    group.add_argument("-learning_rate", dest="lr", metavar="RATE", type=positive_float,
+                       default=1e-3, help="AdamW peak learning rate (default: %(default)s)")
+    group.add_argument("-batch_size", type=positive_int, default=64, help="default: %(default)s")
+    group.add_argument("-eval_batch_size", type=positive_int, default=16,
+                       help="default: %(default)s")
+    group.add_argument("-encoder_layers", type=positive_int, default=2,
+                       help="encoder blocks (default 2 as in the handed-out config; the "
+                            "statement's appendix says 4)")
+    group.add_argument("-statement_norm", action="store_true",
+                       help="residual sub-blocks as the statement's appendix writes them, "
+                            "LN(x + Module(LN(x))) (default: the handed-out x + Module(LN(x)))")
+    group.add_argument("-schedule", choices=["epoch", "update"], default="epoch",
+                       help="epoch: the handed-out warm-up / decay stepped once per epoch "
+                            "(15%% of the epochs warm up: none with 6 epochs or fewer); "
+                            "update: the same shape stepped after every update")
+    group.add_argument("-warmup_updates", type=non_negative_int, default=None,
+                       help="with -schedule update: warm-up length (default: 15%% of the "
+                            "updates)")
+    group.add_argument("-curriculum", action="store_true",
+                       help="with -fast: the first epoch goes from the shortest clips to the "
+                            "longest")
+
+
+def add_speed_args(group) -> None:
+    group.add_argument("-fast", action="store_true",
+                       help="a preset of three parts: batches of clips of similar length; "
+                            "each batch padded to its longest clip, with key-padding masks; "
+                            "greedy decoding with a key/value cache that stops once every clip "
+                            "has emitted the stop token (default: the handed-out shuffled "
+                            f"batches padded to {AUDIO_TIME} frames, prefix recomputation, all "
+                            "98 steps)")
+    group.add_argument("-amp", action="store_true",
+                       help="bf16 autocast for the model (default: float32); pays on CPUs with "
+                            "native bf16 (AVX512-BF16, AMX) and for the handed-out padding on "
+                            "GPUs")
+    group.add_argument("-device", type=torch_device,
+                       default="cuda" if torch.cuda.is_available() else "cpu",
+                       help="default: %(default)s")
+    group.add_argument("-workers", type=non_negative_int, default=2,
+                       help="processes that compute the features (once; they are then held in "
+                            "memory)")
+    group.add_argument("-cache_dir", default="data/feature_cache",
+                       help="log-mel feature cache (default: %(default)s)")
+
+
+def add_run_control_args(group) -> None:
+    group.add_argument("-train_clips", type=positive_int, default=None,
+                       help="use only the first N training clips (smoke runs)")
+    group.add_argument("-eval_clips", type=positive_int, default=None,
+                       help="use only the first N validation and test clips")
+    group.add_argument("-eval_every", type=non_negative_int, default=0,
+                       help="also validate (and checkpoint) every N updates (default: at the end "
+                            "of each epoch only)")
+    group.add_argument("-resume", action="store_true",
+                       help="continue from the last checkpoint (only a run of the same "
+                            "configuration and corpus)")
+    group.add_argument("-analysis_only", action="store_true",
+                       help="skip training: load the finished run's checkpoint (same flags) and "
+                            "redo only the Q3.3 attention maps and the Q3.4 similarity breakdown")
+    group.add_argument("-checkpoint_dir", default=None,
+                       help="default: checkpoints/q3 under -out_dir (else the repository)")
+    group.add_argument("-real_dir", default=None,
+                       help="LJ-layout folder of genuine recordings scored separately (default: "
+                            "LJSpeech-1.1 in $HW2_DATA_DIR when it is not the training corpus)")
+    add_common_args(group, threads=True)
 
 
 def main(argv=None) -> None:
@@ -472,26 +582,18 @@ def main(argv=None) -> None:
     out = cli.apply_common_args(args)
     name = run_name(args)
     out.check_replaceable(vars(args), name, f"{name}-analysis")  # other settings: only -force
-    if not args.analysis_only:
-        out.ensure_writable()
-        ensure_writable(checkpoint_path(args).parent, "-checkpoint_dir")
-        with Timer() as wall, exclusive(checkpoint_path(args).with_suffix(".lock"),
-                                        f"the {name} run"):
-            results, model, corpus = run(args, out)
-        data = results.pop("data")
-        path = write_results(name, results, config=vars(args), seed=args.seed, data=data,
-                             wall_time_s=wall.seconds, results_dir=out.results)
-        figures.plot_q3_history(name, args.decoder, results["history"], out.plots)
-        plot_both_decoders(args, out)
-        print(f"wrote {path} ({wall.seconds:.0f} s)")
-    else:
-        model, corpus = restore_model(args), open_corpus(args)
-    with Timer() as wall:
-        summary = analysis(model, corpus, args, out)
-    path = write_results(f"{name}-analysis", summary, config=vars(args), seed=args.seed,
-                         data={"corpus": corpus.describe(), "synthetic_speech": is_tts(corpus)},
-                         wall_time_s=wall.seconds, results_dir=out.results)
-    print(f"wrote {path}")
+    checkpoint = checkpoint_path(args)
+    out.ensure_writable()
+    if args.analysis_only and not checkpoint.exists():
+        raise fail(f"no checkpoint {checkpoint}: train first (without -analysis_only)")
+    ensure_writable(checkpoint.parent, "-checkpoint_dir")
+    with exclusive(checkpoint.with_suffix(".lock"), f"the {name} run"):
+        corpus = open_corpus(args)
+        if args.analysis_only:
+            model = restore_model(args, corpus)
+        else:
+            model = train_and_test(args, corpus, out)
+        write_analysis(model, corpus, args, out)
 
 
 if __name__ == "__main__":

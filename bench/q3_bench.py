@@ -1,22 +1,11 @@
 #!/usr/bin/env python
-"""Q3 speed, side by side in one run, on the corpus's real clip lengths.
-
-1. Training clips/s of each decoder on four paths, same model, same optimiser, same number
-   of training batches drawn as hw2-q3.py draws them:
-   handed_out         shuffled batches, every clip padded to 2754 frames, no masks, float32;
-   fast               shuffled batches, padded to the batch's longest clip, key-padding masks;
-   fast_grouped       -fast's batches of clips of similar length (ClipBatches, group=True);
-   fast_grouped_bf16  the same in bf16 autocast (-amp): the committed CPU configuration.
-   The grouped batches timed are spread evenly over the epoch's batches sorted by length, so
-   their mean is the epoch's. Each path runs once per thread count (-threads).
-2. Greedy decoding of the attention decoder: prefix recomputation for 98 steps (handed-out)
-   against the key/value cache stopping at the stop tokens (-fast); the tokens up to each
-   stop token must be identical.
-
-Writes report/results/q3-bench.json: results.training[decoder][path] = clips/s per thread
-count, and results.speed_up[decoder] = fast_grouped_bf16 / handed_out at the committed thread
-count (reproduce.sh trains with -amp; bf16 pays on CPUs with native bf16 arithmetic, such as
-AVX512-BF16 or AMX, and on GPUs mostly where the work is large: -device cuda to see).
+"""Q3 speed, side by side in one run, on the corpus's real clip lengths: training clips/s of
+each decoder on four paths (PATHS: handed-out padding to 2754 frames; -fast's per-batch padding
+with masks; plus length-grouped batches; plus bf16), through hw2-q3.py's own training step on
+the batches it draws, and greedy decoding by prefix recomputation (handed-out) against the
+key/value cache that stops at the stop tokens (-fast), whose tokens must be identical.
+Writes report/results/q3-bench.json (clips/s per path and thread count; the speed-up of the
+committed path, reproduce.sh's -fast -amp, over the handed-out one).
 
     python bench/q3_bench.py [-data_dir DIR] [-batch_size 16] [-batches 12] [-threads 1 2] [-amp]
 """
@@ -59,12 +48,12 @@ def time_training(model, bank: FeatureBank, batches, fast: bool, amp: bool) -> f
     """Seconds for one AdamW update per batch through hw2-q3.py's own training step (after
     one untimed warm-up update)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    args = argparse.Namespace(fast=fast, amp=amp, device=bank.device)
-    q3.train_step(model, bank, batches[0], optimizer, args)
+    options = q3.Options(fast=fast, amp=amp, device=bank.device)
+    q3.train_step(model, bank, batches[0], optimizer, options)
     synchronize(torch.device(bank.device))
     start = time.perf_counter()
     for indices in batches:
-        q3.train_step(model, bank, indices, optimizer, args)
+        q3.train_step(model, bank, indices, optimizer, options)
     synchronize(torch.device(bank.device))
     return time.perf_counter() - start
 
@@ -92,15 +81,30 @@ def decoding(bank: FeatureBank, batch_size: int) -> dict:
             "speed_up": t_prefix / t_cached, "identical_tokens": same}
 
 
+def training_rates(decoder: str, bank: FeatureBank, picked: dict, args) -> dict:
+    """Clips/s of `decoder` on each path (its batches in `picked`), per -threads count."""
+    rates = {path: {} for path in PATHS}
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for path, (_, fast, amp) in PATHS.items():
+            torch.manual_seed(0)
+            model = SpeechToText(decoder).to(args.device)
+            seconds = time_training(model, bank, picked[path], fast, amp or args.amp)
+            rate = rates[path][f"{threads}_threads"] = args.batch_size * args.batches / seconds
+            print(f"{decoder:12s} {path:17s} {threads} thread(s): {rate:7.2f} clips/s")
+    return rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-data_dir", default=None,
                         help=f"holds LJSpeech-1.1 (default: ${utils.DATA_DIR_ENV}, else ./data)")
     parser.add_argument("-cache_dir", default="data/feature_cache")
-    parser.add_argument("-batch_size", type=int, default=16)
-    parser.add_argument("-batches", type=int, default=12, help="timed batches per path")
-    parser.add_argument("-threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("-device", default="cpu")
+    parser.add_argument("-batch_size", type=cli.positive_int, default=16)
+    parser.add_argument("-batches", type=cli.positive_int, default=12,
+                        help="timed batches per path")
+    parser.add_argument("-threads", type=cli.positive_int, nargs="+", default=[1, 2])
+    parser.add_argument("-device", type=cli.torch_device, default="cpu")
     parser.add_argument("-amp", action="store_true",
                         help="bf16 autocast on every path (the report's GPU table)")
     parser.add_argument("-tag", default="", help="results name q3-bench-<tag>.json")
@@ -126,18 +130,8 @@ def main() -> None:
     print(f"torch {torch.__version__}; {len(train)} training clips, mean "
           f"{lengths.float().mean():.0f} frames (max {int(lengths.max())}); batch "
           f"{args.batch_size}, {args.batches} timed batches per path")
-    training = {}
-    for decoder in ("lstm", "transformer"):
-        training[decoder] = {path: {} for path in PATHS}
-        for threads in args.threads:
-            torch.set_num_threads(threads)
-            for path, (_, fast, amp) in PATHS.items():
-                torch.manual_seed(0)
-                model = SpeechToText(decoder).to(args.device)
-                seconds = time_training(model, bank, picked[path], fast, amp or args.amp)
-                rate = args.batch_size * args.batches / seconds
-                training[decoder][path][f"{threads}_threads"] = rate
-                print(f"{decoder:12s} {path:17s} {threads} thread(s): {rate:7.2f} clips/s")
+    training = {decoder: training_rates(decoder, bank, picked, args)
+                for decoder in ("lstm", "transformer")}
     key = f"{COMMITTED_THREADS}_threads"
     speed_up = {d: r[COMMITTED_PATH][key] / r["handed_out"][key] for d, r in training.items()
                 if key in r[COMMITTED_PATH]}

@@ -1,12 +1,9 @@
 """Question 3 models: the handed-out transformer audio encoder and the two text decoders.
 
-Everything follows the handed-out notebook's model cell (layer names, shapes, Whisper-style
-attention with q and k both scaled by d^-1/4 and no bias on the key projection, pre-norm residual
-blocks, sinusoidal positions with max timescale 3000). Two additions stay off by default:
-* key-padding masks (`lengths`): with per-batch padding, encoder self-attention and decoder
-  cross-attention ignore padded frames, so a clip's outputs equal those of the clip alone;
-* a key/value cache for the attention decoder, so greedy decoding feeds one token per step
-  instead of re-running the whole prefix (the tokens are the same).
+Layer names and shapes are the handed-out notebook's (Whisper-style attention, q and k each
+scaled by d^-1/4, no key bias, pre-norm blocks), so its checkpoints load. Additions, off by
+default: key-padding masks (a padded clip's outputs equal the clip's alone), a key/value cache
+for greedy decoding, and the decoder's attention weights on request.
 """
 from __future__ import annotations
 
@@ -39,17 +36,14 @@ class MultiHeadAttention(nn.Module):
         self._key = nn.Linear(hidden_dim, hidden_dim, bias=False)
         self._value = nn.Linear(hidden_dim, hidden_dim)
         self._out = nn.Linear(hidden_dim, hidden_dim)
-        self.recorded: list[Tensor] | None = None  # set to a list to collect attention weights
 
     def forward(self, x: Tensor, xa: Tensor | None = None, mask: Tensor | None = None,
-                key_padding: Tensor | None = None, cache: dict | None = None) -> Tensor:
-        """x (B, Tq, E) attends to xa (B, Tk, E) or to itself.
-
-        mask: additive (T, T) causal mask, sliced at the queries' absolute positions;
-        key_padding: (B, Tk) True where a key is padding; cache: a dict this layer fills with
-        its keys and values (self-attention: appended each call; cross-attention: computed
-        once), for incremental decoding.
-        """
+                key_padding: Tensor | None = None, cache: dict | None = None,
+                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        """x (B, Tq, E) attends to xa (B, Tk, E) or to itself: (output (B, Tq, E), weights
+        (B, heads, Tq, Tk) if need_weights else None), as whisper returns qk. mask: additive
+        causal (T, T); key_padding: (B, Tk) True at padding; cache: a dict this layer fills
+        with its keys and values (self-attention: appended; cross-attention: computed once)."""
         q = self._query(x)
         if cache is not None and xa is not None and self in cache:
             k, v = cache[self]  # cross-attention: the encoder's keys and values never change
@@ -62,12 +56,14 @@ class MultiHeadAttention(nn.Module):
                     v = torch.cat([cache[self][1], v], dim=1)
                 cache[self] = (k, v)
         offset = k.shape[1] - q.shape[1] if xa is None else 0  # queries' first position
-        return self._out(self._attention(q, k, v, mask, key_padding, offset))
+        out, weights = self._attention(q, k, v, mask, key_padding, offset, need_weights)
+        return self._out(out), weights
 
-    def _attention(self, q, k, v, mask, key_padding, offset) -> Tensor:
-        """Softmax(q k^T) v per head, q and k each scaled by d^-1/4 as handed out. Runs through
-        the fused scaled_dot_product_attention kernel (no (T, T) score tensor kept for the
-        backward pass) unless the weights are being recorded."""
+    def _attention(self, q, k, v, mask, key_padding, offset, need_weights
+                   ) -> tuple[Tensor, Tensor | None]:
+        """Softmax(q k^T) v per head, q and k each scaled by d^-1/4 as handed out. The fused
+        scaled_dot_product_attention kernel (no (T, T) scores kept for the backward pass)
+        unless the weights are asked for: then an explicit softmax that returns them."""
         b, t_q, e = q.shape
         scale = (e // self.n_heads) ** -0.25
         q = q.view(b, t_q, self.n_heads, -1).transpose(1, 2) * scale
@@ -80,16 +76,16 @@ class MultiHeadAttention(nn.Module):
             padding = torch.zeros(key_padding.shape, dtype=q.dtype, device=q.device)
             padding = padding.masked_fill(key_padding, float("-inf"))[:, None, None, :]
             bias = padding if bias is None else bias + padding
-        if self.recorded is None:
+        weights = None
+        if not need_weights:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
         else:
             scores = q @ k.transpose(-1, -2)
             if bias is not None:
                 scores = scores + bias
             weights = F.softmax(scores.float(), dim=-1).to(q.dtype)
-            self.recorded.append(weights.detach())
             out = weights @ v
-        return out.transpose(1, 2).flatten(start_dim=2)
+        return out.transpose(1, 2).flatten(start_dim=2), weights
 
 
 def _outer_norm(hidden_dim: int, statement: bool) -> nn.Module:
@@ -113,10 +109,13 @@ class ResidualAttentionBlock(nn.Module):
         self._mlp_out_norm = _outer_norm(hidden_dim, statement_norm)
 
     def forward(self, x: Tensor, cross_x: Tensor | None = None,
-                key_padding: Tensor | None = None, cache: dict | None = None) -> Tensor:
-        x = self._att_out_norm(x + self._att(self._att_norm(x), cross_x,
-                                             key_padding=key_padding, cache=cache))
-        return self._mlp_out_norm(x + self._mlp(self._mlp_norm(x)))
+                key_padding: Tensor | None = None, cache: dict | None = None,
+                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        """(B, T, E) -> (B, T, E) and the attention weights (see MultiHeadAttention)."""
+        h, weights = self._att(self._att_norm(x), cross_x, key_padding=key_padding, cache=cache,
+                               need_weights=need_weights)
+        x = self._att_out_norm(x + h)
+        return self._mlp_out_norm(x + self._mlp(self._mlp_norm(x))), weights
 
 
 class ResidualAttentionLayer(nn.Module):
@@ -129,8 +128,11 @@ class ResidualAttentionLayer(nn.Module):
         self._att = MultiHeadAttention(hidden_dim, n_heads)
         self._out_norm = _outer_norm(hidden_dim, statement_norm)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, cache: dict | None = None) -> Tensor:
-        return self._out_norm(x + self._att(self._att_norm(x), mask=mask, cache=cache))
+    def forward(self, x: Tensor, mask: Tensor | None = None, cache: dict | None = None,
+                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        h, weights = self._att(self._att_norm(x), mask=mask, cache=cache,
+                               need_weights=need_weights)
+        return self._out_norm(x + h), weights
 
 
 class SpeechEmbedding(nn.Module):
@@ -178,7 +180,7 @@ class AudioEncoderTransformer(nn.Module):
             key_padding = torch.arange(h.shape[1], device=x.device) >= \
                 ((lengths + 1) // 2)[:, None]
         for block in self._att_blocks:
-            h = block(h, key_padding=key_padding)
+            h, _ = block(h, key_padding=key_padding)
         return self._out_norm(h), key_padding
 
 
@@ -199,11 +201,15 @@ class TextDecoderRecurrent(nn.Module):
         self._classifier = nn.Linear(hidden_dim, freq_dim)
 
     def forward(self, x: Tensor, latent: Tensor, state=None, latent_padding=None,
-                cache: dict | None = None):
+                cache: dict | None = None, weights: dict | None = None):
         """Tokens (B, T) -> logits (B, 35, T) and the LSTM state (h, c). Feeding a sequence one
-        token at a time with the returned state gives the same logits as feeding it whole."""
+        token at a time with the returned state gives the same logits as feeding it whole.
+        A `weights` dict receives the cross-attention weights (B, heads, T, frames) as 'cross'."""
         h, state = self._rnn(self._rnn_norm(self._embed(x)), state)
-        h = self._cross_att(h, latent, key_padding=latent_padding, cache=cache)
+        h, cross = self._cross_att(h, latent, key_padding=latent_padding, cache=cache,
+                                   need_weights=weights is not None)
+        if weights is not None:
+            weights["cross"] = cross
         return self._classifier(self._out_norm(h)).permute(0, 2, 1), state
 
 
@@ -226,16 +232,25 @@ class TextDecoderTransformer(nn.Module):
         self.register_buffer("_mask", mask, persistent=False)
 
     def forward(self, x: Tensor, latent: Tensor, latent_padding=None,
-                cache: dict | None = None, offset: int = 0) -> Tensor:
+                cache: dict | None = None, offset: int = 0, weights: dict | None = None
+                ) -> Tensor:
         """Tokens (B, T) at positions offset.. -> logits (B, 35, T). Position t sees tokens
-        0..t only. With a cache, only the new tokens are passed (offset = tokens already seen)."""
+        0..t only. With a cache, only the new tokens are passed (offset = tokens already seen).
+        A `weights` dict receives 'self' (B, heads, T, T) and 'cross' (B, heads, T, frames)."""
+        need = weights is not None
         h = self._embed(x) + self._pos_embed[offset:offset + x.shape[1]]
-        h = self._att(h, mask=self._mask, cache=cache)
-        h = self._cross_att(h, latent, key_padding=latent_padding, cache=cache)
+        h, own = self._att(h, mask=self._mask, cache=cache, need_weights=need)
+        h, cross = self._cross_att(h, latent, key_padding=latent_padding, cache=cache,
+                                   need_weights=need)
+        if need:
+            weights.update({"self": own, "cross": cross})
         return self._classifier(self._out_norm(h)).permute(0, 2, 1)
 
 
 class SpeechToText(nn.Module):
+    """The encoder and one decoder ("lstm": Q3.1, "transformer": Q3.2), with the handed-out
+    sizes by default: log-mel audio (B, 80, T) and tokens in, logits over 35 symbols out."""
+
     def __init__(self, decoder: str = "transformer", max_text_len: int = 99,
                  encoder_layers: int = 2, hidden_dim: int = 200, n_heads: int = 2,
                  feed_fwd_dim: int = 400, n_vocab: int = 35, n_mels: int = 80,
@@ -261,29 +276,24 @@ class SpeechToText(nn.Module):
         """The encoder's output and its key-padding mask (see AudioEncoderTransformer)."""
         return self._enc(audio, lengths)
 
-    def decode(self, text: Tensor, latent: Tensor, padding: Tensor | None = None) -> Tensor:
-        """Teacher-forced logits (B, 35, T_d) over an encoded batch."""
+    def decode(self, text: Tensor, latent: Tensor, padding: Tensor | None = None,
+               return_attention: bool = False) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+        """Teacher-forced logits (B, 35, T_d) over an encoded batch; with return_attention,
+        also the decoder's attention weights, as whisper returns qk: 'cross' (B, heads, T_d,
+        frames) over the audio and, for the attention decoder, 'self' (B, heads, T_d, T_d).
+        Without it the fused kernel runs (the same logits, no (T, T) weights kept)."""
+        weights = {} if return_attention else None
         if self.decoder_type == "lstm":
-            return self._dec(text, latent, latent_padding=padding)[0]
-        return self._dec(text, latent, latent_padding=padding)
+            logits = self._dec(text, latent, latent_padding=padding, weights=weights)[0]
+        else:
+            logits = self._dec(text, latent, latent_padding=padding, weights=weights)
+        return (logits, weights) if return_attention else logits
 
-    @torch.no_grad()
-    def attention_maps(self, tokens: Tensor, latent: Tensor,
-                       padding: Tensor | None = None) -> dict[str, Tensor]:
-        """The decoder's attention weights in a teacher-forced pass over `tokens` (B, T):
-        'cross' (B, heads, T, frames) over the encoder output and, for the attention decoder,
-        'self' (B, heads, T, T) over the text so far."""
-        layers = {"cross": self._dec._cross_att._att}
-        if self.decoder_type == "transformer":
-            layers["self"] = self._dec._att._att
-        for layer in layers.values():
-            layer.recorded = []
-        try:
-            self.decode(tokens, latent, padding)
-            return {name: layer.recorded[0] for name, layer in layers.items()}
-        finally:
-            for layer in layers.values():
-                layer.recorded = None
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameter counts: {"total", "encoder", "decoder"} (the results files report them)."""
+        def count(module: nn.Module) -> int:
+            return sum(p.numel() for p in module.parameters())
+        return {"total": count(self), "encoder": count(self._enc), "decoder": count(self._dec)}
 
     @torch.no_grad()
     def generate(self, audio: Tensor, lengths: Tensor | None = None,
@@ -294,14 +304,12 @@ class SpeechToText(nn.Module):
     @torch.no_grad()
     def greedy(self, latent: Tensor, padding: Tensor | None = None, use_cache: bool = False,
                stop_token: int | None = None) -> Tensor:
-        """Greedy decoding over an encoded batch (so evaluation runs the encoder once).
+        """Greedy tokens (B, max_text_len) over an encoded batch (the encoder runs once).
 
-        As handed out, the LSTM decoder is fed the last token with its carried state and the
-        attention decoder the whole prefix, recomputed each step; `use_cache` feeds the
-        attention decoder only the last token and reuses cached keys and values instead.
-        With `stop_token`, decoding ends once every sequence has emitted it and the remaining
-        positions are filled with it: everything up to each first stop token is unchanged,
-        and the metrics read nothing after it.
+        As handed out, the LSTM is fed the last token with its state, the attention decoder
+        the whole prefix each step; `use_cache` feeds it the last token with cached keys and
+        values. With `stop_token`, decoding ends once every row has emitted it and the rest is
+        filled with it (the tokens up to each first stop, all the metrics read, are the same).
         """
         text = torch.zeros(latent.shape[0], 1, dtype=torch.long, device=latent.device)
         state, cache = None, {} if (use_cache or self.decoder_type == "lstm") else None

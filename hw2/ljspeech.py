@@ -23,9 +23,10 @@ from __future__ import annotations
 import hashlib
 import json
 import wave
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 import soundfile
@@ -123,6 +124,16 @@ class LJSpeech:
         return {"root": str(self.root), "clips_in_metadata": len(self.clips),
                 "clips_with_audio": sum(self.has_audio), "splits": counts}
 
+    def digest(self) -> str:
+        """sha256 over each clip's id, normalized transcript and wav size in bytes (-1 without
+        audio), in corpus order: part of a run's identity, so that a checkpoint is continued
+        only on the corpus it was trained on (same counts, other transcripts: another run)."""
+        sha = hashlib.sha256()
+        for clip, has_audio in zip(self.clips, self.has_audio):
+            size = self.wav_path(clip).stat().st_size if has_audio else -1
+            sha.update(f"{clip.id}|{clip.normalized}|{size}\n".encode())
+        return sha.hexdigest()
+
 
 class DataError(Exception):
     """A missing, unreadable or unusable audio file. An ordinary exception (not SystemExit), so
@@ -212,14 +223,28 @@ class FeatureCache:
             try:
                 return torch.from_numpy(np.load(path))
             except (ValueError, OSError, EOFError):  # a damaged cache file: computed again
-                path.unlink(missing_ok=True)
+                pass
         features = self.transform(read_wav(wav))
-        self.dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.dir.glob(f"{wav.stem}-*.npy"):
-            stale.unlink(missing_ok=True)
-        with atomic_write(path) as tmp, open(tmp, "wb") as f:  # parallel workers, Ctrl-C: safe
-            np.save(f, features.numpy())
+        with self._write_errors(path):
+            self.dir.mkdir(parents=True, exist_ok=True)
+            for stale in self.dir.glob(f"{wav.stem}-*.npy"):  # older audio, or a damaged file
+                stale.unlink(missing_ok=True)
+            with atomic_write(path) as tmp, self._write_errors(path), open(tmp, "wb") as f:
+                np.save(f, features.numpy())  # parallel workers, Ctrl-C: never half a file
         return features
+
+    @staticmethod
+    @contextmanager
+    def _write_errors(path: Path) -> Iterator[None]:
+        """A cache that cannot be written (read-only, full, over a file-size limit) is a
+        DataError naming the file: an ordinary exception, which a DataLoader worker hands to
+        the parent (it is caught before atomic_write's own handling of write errors)."""
+        try:
+            yield
+        except OSError as err:
+            reason = err.strerror or f"short write: {err}"  # numpy's, at a file-size limit
+            raise DataError(f"{path}: cannot write the feature cache ({reason}); -cache_dir "
+                            "must be a writable folder with room") from None
 
 
 class TokenVectorizer:
@@ -277,15 +302,21 @@ class FeatureBank:
 
     def __init__(self, dataset: SpeechDataset, workers: int = 0, device: str = "cpu",
                  progress: bool = True, desc: str = "features"):
-        loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers,
+                                             collate_fn=self.as_arrays)
         features, tokens = [], []
         try:
             for clip_features, clip_tokens, _ in tqdm(loader, total=len(dataset), desc=desc,
                                                       disable=not progress, leave=False):
-                features.append(clip_features[:, :AUDIO_TIME])  # longer clips: cropped
-                tokens.append(clip_tokens)
+                features.append(torch.from_numpy(clip_features[:, :AUDIO_TIME]))  # cropped
+                tokens.append(torch.from_numpy(clip_tokens))
         except DataError as err:  # from a worker, the message's last line is the original
             raise fail(str(err).strip().splitlines()[-1].split("DataError: ", 1)[-1]) from None
+        except RuntimeError as err:  # DataLoader: a worker was killed (a signal, memory)
+            if not workers:
+                raise
+            raise fail(f"{desc}: a feature worker died ({str(err).strip().splitlines()[0]}); "
+                       "-workers 0 computes the features in this process") from None
         self.clips = dataset.clips
         self.lengths = torch.tensor([f.shape[-1] for f in features])
         self.cropped = int((self.lengths == AUDIO_TIME).sum())
@@ -299,6 +330,16 @@ class FeatureBank:
 
     def __len__(self) -> int:
         return len(self.clips)
+
+    @staticmethod
+    def as_arrays(item: tuple[torch.Tensor, torch.Tensor, int]
+                  ) -> tuple[np.ndarray, np.ndarray, int]:
+        """A SpeechDataset item with numpy arrays for tensors (the loader's collate function).
+        Workers then send features through their pipe by value: a tensor goes through a
+        shared-memory file, and when that file cannot be sized (a file-size limit, a full
+        /dev/shm) the worker's queue thread drops the item and the parent waits forever."""
+        features, tokens, frames = item
+        return features.numpy(), tokens.numpy(), frames
 
     def batch(self, indices: Sequence[int] | torch.Tensor, frames: int | None = AUDIO_TIME
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -14,9 +14,19 @@ def tiny(decoder, seed=0):
 
 @pytest.mark.parametrize("decoder,total", [("lstm", 1_471_235), ("transformer", 1_329_835)])
 def test_parameter_counts_of_the_handed_out_configuration(decoder, total):
-    model = m.SpeechToText(decoder)
-    assert sum(p.numel() for p in model._enc.parameters()) == 812_800
-    assert sum(p.numel() for p in model.parameters()) == total
+    counts = m.SpeechToText(decoder).parameter_counts()
+    assert counts["encoder"] == 812_800
+    assert counts["total"] == total
+
+
+@pytest.mark.parametrize("decoder", ["lstm", "transformer"])
+def test_parameter_counts_add_up_to_the_total(decoder):
+    model = m.SpeechToText(decoder, statement_norm=True)
+    counts = model.parameter_counts()
+    assert counts["encoder"] + counts["decoder"] == counts["total"]
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+    assert counts["decoder"] == sum(p.numel() for n, p in model.named_parameters()
+                                    if n.startswith("_dec."))
 
 
 def test_parameter_names_are_the_handed_out_ones():
@@ -35,18 +45,58 @@ def test_parameter_names_are_the_handed_out_ones():
 
 def test_fused_attention_equals_the_recorded_softmax_path():
     """The fused kernel (training) and the explicit softmax (attention maps) agree, masks
-    included."""
+    included: every attention layer of the model, on the inputs it gets in a padded batch."""
     torch.manual_seed(0)
     model = m.SpeechToText("transformer", hidden_dim=32, feed_fwd_dim=64, n_mels=8).eval()
     audio, lengths = torch.randn(3, 8, 40), torch.tensor([40, 25, 9])
     text = torch.randint(4, 35, (3, 12))
+    calls = []
+    hooks = [module.register_forward_hook(
+        lambda module, args, kwargs, out: calls.append((module, args, kwargs, out[0])),
+        with_kwargs=True) for module in model.modules() if isinstance(module, m.MultiHeadAttention)]
     with torch.no_grad():
-        fused = model(audio, text, lengths)
-        for module in model.modules():
-            if isinstance(module, m.MultiHeadAttention):
-                module.recorded = []
-        explicit = model(audio, text, lengths)
-    torch.testing.assert_close(fused, explicit, rtol=1e-5, atol=1e-5)
+        model(audio, text, lengths)
+    for hook in hooks:
+        hook.remove()
+    assert len(calls) == 4  # two encoder blocks, the decoder's self- and cross-attention
+    for module, args, kwargs, fused in calls:
+        with torch.no_grad():
+            explicit, weights = module(*args, **{**kwargs, "need_weights": True})
+        torch.testing.assert_close(fused, explicit, rtol=1e-5, atol=1e-5)
+        assert weights is not None
+    with torch.no_grad():
+        latent, padding = model.encode(audio, lengths)
+        logits, _ = model.decode(text, latent, padding, return_attention=True)
+        torch.testing.assert_close(model.decode(text, latent, padding), logits,
+                                   rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("decoder", ["lstm", "transformer"])
+def test_returned_attention_weights_are_those_the_layer_applies(decoder):
+    """decode(..., return_attention=True)'s cross-attention weights: softmax(q k^T) over the
+    unpadded frames, computed by hand from the layer's inputs, and the weights that turn its
+    values into its output."""
+    model = tiny(decoder)
+    latent, padding = model.encode(torch.rand(2, 8, 40), torch.tensor([40, 22]))
+    tokens = torch.randint(0, 35, (2, 11))
+    layer, seen = model._dec._cross_att._att, {}
+    hook = layer.register_forward_hook(
+        lambda module, args, kwargs, out: seen.update(x=args[0], out=out[0]), with_kwargs=True)
+    with torch.no_grad():
+        _, weights = model.decode(tokens, latent, padding, return_attention=True)
+    hook.remove()
+    heads, (b, _, e) = layer.n_heads, seen["x"].shape
+
+    def split(x):  # (B, T, E) -> (B, heads, T, E / heads)
+        return x.view(b, x.shape[1], heads, -1).transpose(1, 2)
+    with torch.no_grad():
+        q, k = split(layer._query(seen["x"])), split(layer._key(latent))
+        scores = (q @ k.transpose(-1, -2)) / (e // heads) ** 0.5
+        expected = scores.masked_fill(padding[:, None, None, :], float("-inf")).softmax(-1)
+        output = layer._out((weights["cross"] @ split(layer._value(latent)))
+                            .transpose(1, 2).flatten(2))
+    torch.testing.assert_close(weights["cross"], expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(output, seen["out"], rtol=1e-5, atol=1e-6)
 
 
 def test_module_shapes():
@@ -133,7 +183,7 @@ def test_statement_norm_adds_an_outer_layernorm_per_sub_block():
     # encoder 2 blocks x 2 sub-blocks, decoder self-attention layer 1 + cross block 2: 7 x 400
     assert extra == 7 * 400
     block = m.ResidualAttentionBlock(16, 2, 32, statement_norm=True)
-    out = block(torch.randn(2, 5, 16) * 10 + 3)
+    out, _ = block(torch.randn(2, 5, 16) * 10 + 3)
     torch.testing.assert_close(out.mean(-1), torch.zeros(2, 5), atol=1e-5, rtol=0)
 
 
@@ -157,7 +207,8 @@ def test_attention_maps_are_distributions_and_the_self_attention_is_causal(decod
     model = tiny(decoder)
     latent, padding = model.encode(torch.rand(2, 8, 40), torch.tensor([40, 22]))
     tokens = torch.randint(0, 35, (2, 11))
-    maps = model.attention_maps(tokens, latent, padding)
+    with torch.no_grad():
+        logits, maps = model.decode(tokens, latent, padding, return_attention=True)
     assert sorted(maps) == (["cross"] if decoder == "lstm" else ["cross", "self"])
     assert maps["cross"].shape == (2, 2, 11, 20)
     torch.testing.assert_close(maps["cross"].sum(-1), torch.ones(2, 2, 11))
@@ -165,4 +216,6 @@ def test_attention_maps_are_distributions_and_the_self_attention_is_causal(decod
     if decoder == "transformer":
         assert maps["self"].shape == (2, 2, 11, 11)
         assert (maps["self"].triu(1) == 0).all()
-    assert model._dec._cross_att._att.recorded is None  # recording switched off again
+    with torch.no_grad():  # without the request: the fused path, the same logits, no weights
+        torch.testing.assert_close(model.decode(tokens, latent, padding), logits,
+                                   rtol=1e-5, atol=1e-5)

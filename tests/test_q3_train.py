@@ -1,10 +1,18 @@
+import functools
 import json
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import hw2.ljspeech as lj
-from conftest import load_script, write_corpus
+from conftest import REPO, load_script, write_corpus
 from hw2 import asr_metrics as metrics
 from hw2 import checkpoints
 from hw2.asr_model import SpeechToText
@@ -31,8 +39,8 @@ def test_similarities_on_a_hand_worked_example():
 
 
 def test_similarities_count_repeats_and_transpositions():
-    sums, _ = metrics.string_scores(torch.tensor([[0, 9, 9, 10, 1]]), torch.tensor([[0, 9, 10, 9, 1]]),
-                               lj.TokenVectorizer())
+    sums, _ = metrics.string_scores(torch.tensor([[0, 9, 9, 10, 1]]),
+                                    torch.tensor([[0, 9, 10, 9, 1]]), lj.TokenVectorizer())
     assert sums["jaccard_similarity"] == pytest.approx(1.0)  # same multiset
     assert sums["damerau-levenshtein_similarity"] == pytest.approx(1 - 1 / 5)  # one swap
 
@@ -43,30 +51,31 @@ def test_error_rates():
     assert rates["cer"] == pytest.approx((1 + 5) / (6 + 5))
 
 
-def test_schedule_learning_rates_per_epoch():
+def scheduled_rates(steps: int, *schedule, **options) -> tuple[list[float], float]:
+    """The learning rate (peak 1e-3) at each of `steps` scheduler steps of
+    make_scheduler(optimizer, *schedule, **options), and the rate after the last step."""
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
-    scheduler = q3.make_scheduler(optimizer, 15)
+    scheduler = q3.make_scheduler(optimizer, *schedule, **options)
     rates = []
-    for _ in range(15):
+    for _ in range(steps):
         rates.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
+    return rates, optimizer.param_groups[0]["lr"]
+
+
+def test_schedule_learning_rates_per_epoch():
+    rates, _ = scheduled_rates(15, 15)
     expected = [1e-5, 5.05e-4] + [1e-3 * (1 - 0.99 * k / 12) for k in range(13)]
     assert rates == pytest.approx(expected, rel=1e-6)
 
 
 def test_schedule_per_update_has_the_same_shape():
-    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
-    scheduler = q3.make_scheduler(optimizer, 2, 50, "update", warmup_updates=10)
-    rates = []
-    for _ in range(100):
-        rates.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
+    rates, last = scheduled_rates(100, 2, 50, "update", warmup_updates=10)
     assert rates[0] == pytest.approx(1e-5) and rates[10] == pytest.approx(1e-3)
     assert rates[:11] == sorted(rates[:11]) and rates[10:] == sorted(rates[10:], reverse=True)
     assert rates[55] == pytest.approx(1e-3 * (1 - 0.99 * 45 / 90))  # linear decay
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)  # ends at 1e-2 x lr
+    assert last == pytest.approx(1e-5)  # ends at 1e-2 x lr
 
 
 def test_handed_out_schedule_of_few_epochs_starts_at_the_peak():
@@ -95,6 +104,13 @@ def test_tiny_model_overfits_four_clips(decoder):
             assert metrics.cut_at_stop(target, gen)[1] == target[:target.index(1) + 1]
 
 
+@pytest.fixture(autouse=True)
+def small_model(monkeypatch):
+    """hw2-q3.py's runs build a small model (hidden size 16, feed-forward 32)."""
+    monkeypatch.setattr(q3, "build_model", functools.partial(q3.build_model, hidden_dim=16,
+                                                             ff_dim=32))
+
+
 @pytest.fixture
 def tiny_corpus(tmp_path, monkeypatch):
     monkeypatch.setattr(lj, "SPLITS", {"train": (0, 6), "validation": (6, 8), "test": (8, 10)})
@@ -106,8 +122,8 @@ def tiny_corpus(tmp_path, monkeypatch):
 
 def cli(data_dir, tmp_path, name, *extra):
     return ["-decoder", "transformer", "-data_dir", str(data_dir), "-batch_size", "3",
-            "-eval_batch_size", "2", "-hidden_dim", "16", "-ff_dim", "32", "-encoder_layers",
-            "1", "-workers", "0", "-no_progress", "-cache_dir", str(tmp_path / "cache"),
+            "-eval_batch_size", "2", "-encoder_layers", "1", "-workers", "0", "-no_progress",
+            "-cache_dir", str(tmp_path / "cache"),
             "-out_dir", str(tmp_path / name), "-real_dir", str(tmp_path / "none"), *extra]
 
 
@@ -135,6 +151,10 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(tiny_corpus,
     with pytest.raises(KeyboardInterrupt):
         q3.main(cli(tiny_corpus, tmp_path, "cut", *run, "-checkpoint_dir", str(tmp_path / "b")))
     monkeypatch.setattr(q3, "train_step", original)
+    with pytest.raises(SystemExit, match=r"-analysis_only: \S*q3-transformer-seed42.pt is an "
+                       rf"unfinished run \(update {3 if schedule else 2} of 6\)"):
+        q3.main(cli(tiny_corpus, tmp_path, "cut", *run, "-analysis_only",
+                    "-checkpoint_dir", str(tmp_path / "b")))
     q3.main(cli(tiny_corpus, tmp_path, "resumed", *run, "-resume",
                 "-checkpoint_dir", str(tmp_path / "b")))
     full, resumed = results(tmp_path, "full"), results(tmp_path, "resumed")
@@ -146,14 +166,17 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(tiny_corpus,
 
 def test_resume_refuses_a_checkpoint_of_another_configuration(tiny_corpus, tmp_path):
     q3.main(cli(tiny_corpus, tmp_path, "a", "-epochs", "1", "-checkpoint_dir", str(tmp_path)))
-    with pytest.raises(SystemExit, match="another run .*differs in epochs, lr"):
+    with pytest.raises(SystemExit, match=r"-resume: \S*q3-transformer-seed42.pt is another run "
+                       r"\(epochs 1 -> 2, lr 0.001 -> 0.0001\); run without -resume"):
         q3.main(cli(tiny_corpus, tmp_path, "b", "-epochs", "2", "-learning_rate", "1e-4", "-resume",
                     "-checkpoint_dir", str(tmp_path)))
 
 
-def test_faithful_run_writes_results_plots_and_log(tiny_corpus, tmp_path):
+def test_faithful_run_writes_results_plots_and_log(tiny_corpus, tmp_path, capsys):
     q3.main(cli(tiny_corpus, tmp_path, "out", "-epochs", "1",
                 "-checkpoint_dir", str(tmp_path / "ck")))
+    assert "warning: -schedule epoch with -epochs 1: int(0.15 x 1) = 0 warm-up epochs, so no " \
+        "warm-up at all" in capsys.readouterr().err
     res = results(tmp_path, "out")
     assert set(res["test"]) == {"loss", "jaccard_similarity", "cosine_similarity",
                                 "damerau-levenshtein_similarity", "wer", "cer"}
@@ -173,7 +196,8 @@ def test_analysis_after_training_and_from_the_checkpoint_agree(tiny_corpus, tmp_
                                                                          fast):
     checkpoint = ["-checkpoint_dir", str(tmp_path / "ck")]
     q3.main(cli(tiny_corpus, tmp_path, "trained", "-epochs", "1", *fast, *checkpoint))
-    q3.main(cli(tiny_corpus, tmp_path, "again", "-analysis_only", *fast, *checkpoint))
+    q3.main(cli(tiny_corpus, tmp_path, "again", "-analysis_only", "-epochs", "1", *fast,
+                *checkpoint))
     trained, again = attention_summary(tmp_path, "trained"), attention_summary(tmp_path, "again")
     assert trained == again  # the same checkpoint, the same analysis
     attention, similarities = trained["attention"], trained["similarities"]
@@ -189,6 +213,16 @@ def test_analysis_after_training_and_from_the_checkpoint_agree(tiny_corpus, tmp_
         1 - example["edit_distance"] / max(example["m"], example["n"]))
     assert similarities["cosine_highest"] == 2
     assert (tmp_path / "again" / "plots" / "q3-transformer-attention.png").exists()
+    maps = attention["example_maps"]  # what the figure draws: characters x 21 encoder frames
+    n = len(maps["characters"])
+    assert sorted(maps) == ["characters", "cross", "self"] and 1 <= n <= 98
+    assert len(maps["cross"]) == len(maps["self"]) == n
+    assert {len(row) for row in maps["cross"]} == {21} and {len(row) for row in maps["self"]} == {n}
+    for row in maps["cross"] + maps["self"]:
+        assert all(round(v, 4) == v >= 0 for v in row)
+    for row in maps["self"] + (maps["cross"] if fast else []):  # handed out: padding attended
+        assert sum(row) == pytest.approx(1, abs=1e-3)
+    assert all(v == 0 for i, row in enumerate(maps["self"]) for v in row[i + 1:])  # causal
 
 
 def test_analysis_only_without_a_checkpoint_is_a_clear_error(tiny_corpus, tmp_path):
@@ -212,8 +246,9 @@ def test_a_diverging_run_fails_without_writing_results(tiny_corpus, tmp_path, mo
 
 
 @pytest.mark.parametrize("flags,message", [
-    (["-learning_rate", "nan"], "-learning_rate/-lr: must be a finite number > 0"),
-    (["-lr", "0"], "-learning_rate/-lr: must be a finite"),
+    (["-learning_rate", "nan"], "argument -learning_rate: must be a finite number > 0"),
+    (["-learning_rate", "0"], "argument -learning_rate: must be a finite"),
+    (["-lr", "2e-3"], "unrecognized arguments: -lr 2e-3"),  # the earlier spelling is gone
     (["-epochs", "0"], "-epochs: must be a positive integer"),
     (["-encoder_layers", "0"], "-encoder_layers: must be a positive integer"),
     (["-train_clips", "-3"], "-train_clips: must be a positive integer"),
@@ -246,3 +281,174 @@ def test_an_unwritable_output_folder_stops_before_training(tiny_corpus, tmp_path
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(SystemExit, match="is not a writable folder"):
         q3.main(cli(tiny_corpus, tmp_path, "file/out", "-epochs", "1"))
+
+
+@pytest.mark.parametrize("epochs,per_epoch,schedule,warmup,expected", [
+    (6, 10, "epoch", None, "-schedule epoch with -epochs 6: int(0.15 x 6) = 0 warm-up epochs, so "
+     "no warm-up at all (training starts at the peak learning rate; 7 epochs or more warm up)"),
+    (7, 10, "epoch", None, None),
+    (2, 3, "update", None, "-schedule update over 6 updates: int(0.15 x 6) = 0 warm-up updates, "
+     "so no warm-up at all (training starts at the peak learning rate)"),
+    (2, 50, "update", 100, "-warmup_updates 100 >= the run's 100 updates (-epochs 2 x 50 per "
+     "epoch): the learning rate never leaves its warm-up (it never reaches the peak and never "
+     "decays)"),
+    (2, 50, "update", 10, None),
+    (2, 50, "update", 0, None)])  # no warm-up, as asked
+def test_a_schedule_that_never_leaves_or_lacks_its_warm_up_is_named(epochs, per_epoch, schedule,
+                                                                      warmup, expected):
+    assert q3.schedule_warning(epochs, per_epoch, schedule, warmup) == expected
+
+
+def test_a_warm_up_longer_than_the_run_never_reaches_the_peak():
+    rates, _ = scheduled_rates(100, 2, 50, "update", warmup_updates=150)
+    assert rates == sorted(rates) and rates[-1] < 1e-3  # rising all the way, below the peak
+
+
+def usage_error(argv: list[str], capsys) -> str:
+    """The error line of hw2-q3.py's main(argv): argparse's usage block, that one line and
+    exit status 2."""
+    with pytest.raises(SystemExit) as stop:
+        q3.main(argv)
+    assert stop.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0].startswith("usage:") and all(line.startswith(" ") for line in lines[1:-1])
+    return lines[-1]
+
+
+def test_device_tpu_is_a_usage_error_before_any_feature_is_computed(tiny_corpus, tmp_path,
+                                                                     capsys):
+    line = usage_error(cli(tiny_corpus, tmp_path, "x", "-epochs", "1", "-device", "tpu"), capsys)
+    assert ": error: argument -device: tpu is not usable here (" in line
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "x").exists()
+
+
+def test_analysis_only_refuses_a_checkpoint_of_another_configuration(tiny_corpus, tmp_path):
+    checkpoint = ["-checkpoint_dir", str(tmp_path / "ck")]
+    q3.main(cli(tiny_corpus, tmp_path, "trained", "-epochs", "1", *checkpoint))
+    for flags, changed in [(["-epochs", "1", "-learning_rate", "5e-3"], "lr 0.001 -> 0.005"),
+                           (["-epochs", "9"], "epochs 1 -> 9"),
+                           (["-epochs", "1", "-encoder_layers", "2"], "encoder_layers 1 -> 2")]:
+        with pytest.raises(SystemExit, match=r"^error: -analysis_only: \S*q3-transformer-seed42"
+                           rf".pt is another run \({changed}\); run without -analysis_only"):
+            q3.main(cli(tiny_corpus, tmp_path, "again", "-analysis_only", *flags, *checkpoint))
+    assert not list((tmp_path / "again").rglob("*.json"))
+
+
+def test_resume_refuses_a_corpus_with_other_transcripts_and_the_same_counts(tiny_corpus,
+                                                                           tmp_path):
+    checkpoint = ["-checkpoint_dir", str(tmp_path / "ck")]
+    q3.main(cli(tiny_corpus, tmp_path, "a", "-epochs", "1", *checkpoint))
+    metadata = tiny_corpus / "LJSpeech-1.1" / "metadata.csv"
+    metadata.write_text(metadata.read_text().replace("|beta|beta\n", "|bata|bata\n"))
+    for flag in ("-resume", "-analysis_only"):
+        with pytest.raises(SystemExit, match=rf"^error: {flag}: \S*q3-transformer-seed42.pt is "
+                           r"another run \(corpus_sha256 '[0-9a-f]{64}' -> '[0-9a-f]{64}'\); "):
+            q3.main(cli(tiny_corpus, tmp_path, "b", "-epochs", "1", flag, *checkpoint))
+    assert not list((tmp_path / "b").rglob("*.json"))
+
+
+def test_the_lock_is_held_until_the_last_output_is_written(tiny_corpus, tmp_path, monkeypatch):
+    argv = cli(tiny_corpus, tmp_path, "x", "-epochs", "1", "-checkpoint_dir", str(tmp_path / "ck"))
+    lock = q3.checkpoint_path(q3.parse_args(argv)).with_suffix(".lock")
+    written = []
+
+    def under_the_lock(name, write):
+        def checked(*args, **kwargs):
+            with pytest.raises(SystemExit, match=f"{lock}: process {os.getpid()} is already"):
+                with checkpoints.exclusive(lock, "a second run"):
+                    pass
+            written.append(name)
+            return write(*args, **kwargs)
+        return checked
+    for module, name in [(q3, "write_results"), (q3, "write_test_log"),
+                         (q3.figures, "plot_q3_history"), (q3.figures, "plot_attention")]:
+        monkeypatch.setattr(module, name, under_the_lock(name, getattr(module, name)))
+    q3.main(argv)
+    assert written == ["write_test_log", "write_results", "plot_q3_history", "plot_attention",
+                       "write_results"]  # the analysis's results last
+    assert not lock.exists()
+
+
+CACHE_ERROR = (r"\S+/LJ000-\d+-\d+.npy: cannot write the feature cache \({}\); -cache_dir must "
+               "be a writable folder with room")
+
+
+def test_a_cache_dir_that_is_a_file_is_one_line_naming_it(tiny_corpus, tmp_path):
+    (tmp_path / "cache").write_text("not a folder")  # cli()'s -cache_dir
+    with pytest.raises(SystemExit, match="^error: " + re.escape(str(tmp_path / "cache")) +
+                       CACHE_ERROR.format("Not a directory") + "$"):
+        q3.main(cli(tiny_corpus, tmp_path, "x", "-epochs", "1"))
+
+
+def test_a_read_only_cache_dir_is_one_line_naming_it(tiny_corpus, tmp_path):
+    """As a subprocess with a worker; as root, without the capability that overrides file
+    permissions (setpriv), since root writes into a read-only folder."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cache.chmod(0o555)
+    drop = ["setpriv", "--bounding-set", "-dac_override", "--inh-caps", "-dac_override"]
+    if os.geteuid() == 0 and not shutil.which("setpriv"):
+        pytest.skip("root writes into a read-only folder, and setpriv is missing")
+    proc = subprocess.run(
+        [*(drop if os.geteuid() == 0 else []), sys.executable, str(REPO / "hw2-q3.py"),
+         "-decoder", "lstm", "-epochs", "1", "-workers", "1", "-no_progress", "-data_dir",
+         str(tiny_corpus), "-cache_dir", str(cache), "-out_dir", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert re.fullmatch("error: " + re.escape(str(cache)) + CACHE_ERROR.format(
+        "Permission denied") + "\n", proc.stderr), proc.stderr
+    assert not list(cache.iterdir())
+
+
+def file_size_limit(limit: int, xfsz):
+    """A subprocess's preexec_fn: RLIMIT_FSIZE of `limit` bytes, SIGXFSZ as given (Python
+    ignores it at start-up either way, so writes past the limit fail with EFBIG)."""
+    def limit_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, xfsz)
+    return limit_files
+
+
+@pytest.mark.parametrize("xfsz", [signal.SIG_IGN, signal.SIG_DFL])
+def test_a_file_size_limit_with_a_worker_is_one_line_not_a_hang(tiny_corpus, tmp_path, xfsz):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "hw2-q3.py"), "-decoder", "lstm", "-epochs", "1",
+         "-workers", "1", "-no_progress", "-data_dir", str(tiny_corpus), "-cache_dir",
+         str(tmp_path / "cache"), "-out_dir", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, preexec_fn=file_size_limit(4096, xfsz))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert re.fullmatch("error: " + re.escape(str(tmp_path / "cache")) + CACHE_ERROR.format(
+        r"short write: \d+ requested and \d+ written") + "\n", proc.stderr), proc.stderr
+
+
+def test_a_worker_under_a_file_size_limit_still_delivers_cached_features(tmp_path):
+    """Read from a full cache, each clip crosses from the worker by value: a tensor would go
+    through a shared-memory file, which the limit forbids, and the parent would wait forever."""
+    root = write_corpus(tmp_path / "lj", ["LJ1|a|a", "LJ2|b|b"], ["LJ1", "LJ2"])
+    corpus = lj.LJSpeech(root)
+    cache = lj.FeatureCache(tmp_path / "cache", lj.LogMel())
+    frames = [cache.features(corpus.wav_path(clip)).shape[1] for clip in corpus.clips]
+    script = ("import hw2.ljspeech as lj\n"
+              f"corpus = lj.LJSpeech({str(root)!r})\n"
+              f"cache = lj.FeatureCache({str(tmp_path / 'cache')!r}, lj.LogMel())\n"
+              "dataset = lj.SpeechDataset(corpus, corpus.clips, cache, lj.TokenVectorizer())\n"
+              "print(lj.FeatureBank(dataset, workers=1, progress=False).lengths.tolist())\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, preexec_fn=file_size_limit(4096, signal.SIG_DFL))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"{frames}\n"
+
+
+class DyingDataset(lj.SpeechDataset):
+    def __getitem__(self, index: int):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_killed_feature_worker_is_one_line(tmp_path):
+    root = write_corpus(tmp_path / "lj", ["LJ1|a|a"], ["LJ1"])
+    corpus = lj.LJSpeech(root)
+    dataset = DyingDataset(corpus, corpus.clips, lj.FeatureCache(tmp_path / "c", lj.LogMel()),
+                           lj.TokenVectorizer())
+    with pytest.raises(SystemExit, match=r"^error: features: a feature worker died \(DataLoader "
+                       r"worker \(pid.*\); -workers 0 computes the features in this process$"):
+        lj.FeatureBank(dataset, workers=1, progress=False)
