@@ -22,6 +22,7 @@ holds espeak-ng-data (README).
 from __future__ import annotations
 
 import argparse
+import io
 import shutil
 import subprocess
 import tempfile
@@ -113,22 +114,38 @@ def render_clip(job: tuple[str, str, dict, str, int, int]) -> str:
     target = Path(wav_dir) / f"{clip_id}.wav"
     if target.exists():
         return "skipped"
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            audio, rate = synthesise(text, voice, Path(tmp))
-        except SynthesiserError as err:
-            raise SynthesiserError(f"clip {clip_id}: {err}") from None
-        if rate != SAMPLE_RATE:
-            audio = torchaudio.functional.resample(torch.from_numpy(audio), rate,
-                                                   SAMPLE_RATE).numpy()
-        rng = np.random.default_rng([seed, index, 1])  # the noise: a stream of its own
-        power = float(np.mean(audio ** 2)) or 1e-8
-        audio = audio + rng.normal(0, np.sqrt(power / 10 ** (voice["snr_db"] / 10)),
-                                   audio.shape).astype(np.float32)
-        audio = audio / max(1.0, float(np.abs(audio).max()) / 0.95)  # no clipping
-        with atomic_write(target) as partial:
-            soundfile.write(str(partial), audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            write_wav(target, with_noise(*synthesise(text, voice, Path(tmp)), voice, seed, index))
+    except SynthesiserError as err:
+        raise SynthesiserError(f"clip {clip_id}: {err}") from None
     return "rendered"
+
+
+def with_noise(audio: np.ndarray, rate: int, voice: dict, seed: int, index: int) -> np.ndarray:
+    """The clip at 22,050 Hz with its background noise, scaled so that nothing clips."""
+    if rate != SAMPLE_RATE:
+        audio = torchaudio.functional.resample(torch.from_numpy(audio), rate,
+                                               SAMPLE_RATE).numpy()
+    rng = np.random.default_rng([seed, index, 1])  # the noise: a stream of its own
+    power = float(np.mean(audio ** 2)) or 1e-8
+    audio = audio + rng.normal(0, np.sqrt(power / 10 ** (voice["snr_db"] / 10)),
+                               audio.shape).astype(np.float32)
+    return audio / max(1.0, float(np.abs(audio).max()) / 0.95)
+
+
+def write_wav(target: Path, audio: np.ndarray) -> None:
+    """Write a 16-bit wav atomically. Encoded in memory, so a failing write (a full disk, a
+    file-size limit) is an OSError naming its cause; raised as a SynthesiserError, which a pool
+    worker hands to the parent, rather than as atomic_write's SystemExit, which would end the
+    worker silently."""
+    encoded = io.BytesIO()
+    soundfile.write(encoded, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    try:
+        with atomic_write(target) as partial:
+            partial.write_bytes(encoded.getvalue())
+    except SystemExit as stop:
+        raise SynthesiserError(str(stop.code).removeprefix("error: ")) from None
 
 
 def genuine_ids(metadata: Path) -> set[str]:

@@ -6,6 +6,7 @@ disk leaves the previous file as it was and no temporary file behind.
 from __future__ import annotations
 
 import fcntl
+import glob
 import io
 import os
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ def atomic_write(path: Path) -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two processes never share one
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path)
         yield tmp
         tmp.replace(path)
     except OSError as err:
@@ -34,6 +36,25 @@ def atomic_write(path: Path) -> Iterator[Path]:
                    "the previous file, if any, is unchanged") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Remove the temporary files of `path` that a killed process left (SIGKILL runs no
+    clean-up): those whose process id is no longer running."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:-len(".tmp")]
+        if pid.isdigit() and not process_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 @contextmanager

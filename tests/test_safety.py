@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -143,6 +145,27 @@ def test_a_synthesiser_that_writes_no_wav_is_one_line_naming_clip_and_engine(
                    HW2_DATA_DIR=str(genuine), PATH=fake_synthesisers)
     assert line == (f"error: clip LJ001-0002: {engine} exited 0 but wrote no wav (rendering "
                     f"into {tmp_path / 'out' / 'LJSpeech-1.1'})")
+
+
+@pytest.mark.skipif(not all(map(shutil.which, ["espeak-ng", "flite"])),
+                    reason="espeak-ng / flite not installed (apt-get install espeak-ng flite)")
+def test_tts_under_a_file_size_limit_is_one_line_and_leaves_no_partial_wav(genuine, tmp_path):
+    """A full disk in a rendering worker reaches the parent as one line (not a worker that
+    dies silently and leaves the pool waiting)."""
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit get EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16_000, 16_000))  # a wav is ~40 KB
+
+    environ = {**os.environ, "HW2_DATA_DIR": str(genuine)}
+    proc = subprocess.run([sys.executable, str(REPO / "download_ljspeech.py"), "-tts",
+                           "-data_dir", str(tmp_path / "out"), "-limit", "1", "-processes", "1",
+                           "-no_progress"], env=environ, capture_output=True, text=True,
+                          timeout=120, preexec_fn=limit_file_size)
+    wav = tmp_path / "out" / "LJSpeech-1.1" / "wavs" / "LJ001-0002.wav"
+    assert error_line(proc) == (f"error: clip LJ001-0002: {wav}: could not be written (File too "
+                                "large); the previous file, if any, is unchanged (rendering "
+                                f"into {wav.parent.parent})")
+    assert list(wav.parent.iterdir()) == []  # neither the wav nor a temporary
 
 
 def test_download_octmnist_writes_to_dot_data_and_only_reads_hw2_data_dir(genuine, tmp_path):

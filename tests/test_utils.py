@@ -1,3 +1,4 @@
+import os
 import json
 from pathlib import Path
 
@@ -76,3 +77,21 @@ def test_configure_seed_repeats_torch_draws():
     a = torch.rand(3)
     utils.configure_seed(3)
     assert torch.equal(a, torch.rand(3))
+
+
+def test_atomic_write_removes_temporaries_of_killed_writers_only(tmp_path):
+    import subprocess
+    import sys
+    from hw2.checkpoints import atomic_write
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    target = tmp_path / "q2.json"
+    stale = tmp_path / f".q2.json.{dead}.tmp"  # what a SIGKILLed writer leaves
+    live = tmp_path / f".q2.json.{os.getppid()}.tmp"  # a writer still running
+    other = tmp_path / f".q2.jsonl.{dead}.tmp"  # another file's temporary
+    for path in (stale, live, other):
+        path.write_text("half")
+    with atomic_write(target) as tmp:
+        tmp.write_text("{}")
+    assert target.read_text() == "{}"
+    assert not stale.exists() and live.exists() and other.exists()
