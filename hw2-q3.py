@@ -24,9 +24,10 @@ from hw2 import REPO_DIR, cli, figures
 from hw2.asr_metrics import (SIMILARITIES, STOP, error_rates, first_stop, similarity_anatomy,
                              string_scores)
 from hw2.asr_model import SpeechToText
+from hw2.augment import Augmentation, augment
 from hw2.checkpoints import Checkpoint, atomic_write, check_identity, exclusive, read_checkpoint
-from hw2.cli import (add_common_args, ensure_writable, fail, non_negative_int, positive_float,
-                     positive_int, torch_device)
+from hw2.cli import (add_common_args, ensure_writable, fail, non_negative_float,
+                     non_negative_int, positive_float, positive_int, torch_device)
 from hw2.ljspeech import (AUDIO_TIME, Clip, ClipBatches, FeatureBank, FeatureCache, LJSpeech,
                           LogMel, SpeechDataset, TokenVectorizer)
 from hw2.results import Timer, write_results
@@ -167,10 +168,14 @@ def model_batch(bank: FeatureBank, indices, options: Options):
     return audio, text, lengths if options.fast else None
 
 
-def train_step(model: SpeechToText, bank: FeatureBank, indices, optimizer,
-               options: Options) -> torch.Tensor:
-    """One update on the clips at `indices`; returns the loss (not synchronised)."""
+def train_step(model: SpeechToText, bank: FeatureBank, indices, optimizer, options: Options,
+               augmentation: Augmentation = Augmentation(),
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """One update on the clips at `indices`, augmented as asked (draws from `generator`);
+    returns the loss (not synchronised)."""
     audio, text, lengths = model_batch(bank, indices, options)
+    if augmentation.enabled:
+        audio, lengths = augment(audio, lengths, augmentation, generator)
     with autocast(options):
         logits = model(audio, text[:, :-1], lengths)
     loss = teacher_forced_loss(logits, text)
@@ -184,7 +189,8 @@ def train_step(model: SpeechToText, bank: FeatureBank, indices, optimizer,
 # of the same values, trained on a corpus of the same content (LJSpeech.digest).
 RUN_IDENTITY = ("decoder", "epochs", "lr", "batch_size", "eval_batch_size", "encoder_layers",
                 "statement_norm", "train_clips", "eval_clips", "fast", "schedule",
-                "warmup_updates", "curriculum", "eval_every", "amp", "seed")
+                "warmup_updates", "curriculum", "eval_every", "amp", "seed", "speed_perturb",
+                "vtlp", "freq_masks", "time_masks")
 
 
 def run_identity(args: argparse.Namespace, corpus: LJSpeech) -> dict:
@@ -213,6 +219,8 @@ def train(args: argparse.Namespace, options: Options, corpus: LJSpeech, bank: Fe
     warning = schedule_warning(args.epochs, per_epoch, args.schedule, args.warmup_updates)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
+    augmentation = Augmentation(args.speed_perturb, args.vtlp, args.freq_masks,
+                                time_masks=args.time_masks)
     checkpoint = Checkpoint(checkpoint_path(args), run_identity(args, corpus), args.resume)
     state = resume(checkpoint, model, optimizer, scheduler)
     model.train()
@@ -223,7 +231,9 @@ def train(args: argparse.Namespace, options: Options, corpus: LJSpeech, bank: Fe
         epoch, step = divmod(state["update"], per_epoch)
         for indices in batches.epoch(epoch)[step:]:
             lr = optimizer.param_groups[0]["lr"]
-            losses.append(train_step(model, bank, indices, optimizer, options))
+            draws = torch.Generator().manual_seed(args.seed * 1_000_003 + state["update"])
+            losses.append(train_step(model, bank, indices, optimizer, options, augmentation,
+                                     draws))
             state["update"] += 1
             bar.update()
             end_of_epoch = state["update"] % per_epoch == 0
@@ -489,6 +499,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     "(Q3.1) or attention (Q3.2) decoder; losses, string similarities, WER/CER.")
     add_configuration_args(parser.add_argument_group(
         "handed-out configuration", "what is trained; the defaults are the handed-out ones"))
+    add_augmentation_args(parser.add_argument_group(
+        "augmentation", "of the training batches, drawn from the seed and the update (all off "
+                        "by default, as handed out)"))
     add_speed_args(parser.add_argument_group(
         "speed", "-fast and -amp change the batches or the precision, the others nothing but "
                  "the time"))
@@ -500,6 +513,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                               "(e.g. gpu: q3-lstm-gpu.json)")
     outputs.add_argument("-no_progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    for flag in ("speed_perturb", "vtlp"):
+        if getattr(args, flag) >= 0.5:
+            parser.error(f"argument -{flag}: must lie in [0, 0.5) (got {getattr(args, flag)})")
     if args.tag and not args.tag.replace("-", "").isalnum():
         parser.error(f"-tag must be letters, digits and '-' (got {args.tag!r})")
     return args
@@ -531,6 +547,20 @@ def add_configuration_args(group) -> None:
     group.add_argument("-curriculum", action="store_true",
                        help="with -fast: the first epoch goes from the shortest clips to the "
                             "longest")
+
+
+def add_augmentation_args(group) -> None:
+    group.add_argument("-speed_perturb", type=non_negative_float, default=0.0, metavar="S",
+                       help="play each batch at a tempo drawn in [1 - S, 1 + S] (e.g. 0.1)")
+    group.add_argument("-vtlp", type=non_negative_float, default=0.0, metavar="A",
+                       help="vocal-tract-length perturbation: warp each batch's mel axis by a "
+                            "factor drawn in [1 - A, 1 + A] (e.g. 0.1)")
+    group.add_argument("-freq_masks", type=non_negative_int, default=0, metavar="N",
+                       help=f"SpecAugment: N masks of up to {Augmentation.freq_width} mel bins "
+                            "per clip")
+    group.add_argument("-time_masks", type=non_negative_int, default=0, metavar="N",
+                       help=f"SpecAugment: N masks of up to {Augmentation.time_width} frames "
+                            "per clip")
 
 
 def add_speed_args(group) -> None:

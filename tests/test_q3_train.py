@@ -132,12 +132,15 @@ def results(tmp_path, name):
     return json.loads(path.read_text())["results"]
 
 
-@pytest.mark.parametrize("schedule", [["-eval_every", "1", "-schedule", "update"], []])
+@pytest.mark.parametrize("schedule", [["-eval_every", "1", "-schedule", "update"], [],
+                                      ["-speed_perturb", "0.1", "-vtlp", "0.1", "-freq_masks",
+                                       "1", "-time_masks", "2"]])
 def test_resume_after_interruption_reproduces_the_uninterrupted_run(tiny_corpus, tmp_path,
                                                                     monkeypatch, schedule):
     """Stopped in the middle of epoch 2 (update 3 of 6), resumed from the last checkpoint:
     the same history and test metrics as the run that was never stopped."""
     run = ["-epochs", "3", "-fast", "-batch_size", "4", *schedule]  # 2 updates per epoch
+    every_update = "-eval_every" in schedule
     q3.main(cli(tiny_corpus, tmp_path, "full", *run, "-checkpoint_dir", str(tmp_path / "a")))
     original, calls = q3.train_step, []
 
@@ -152,7 +155,7 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(tiny_corpus,
         q3.main(cli(tiny_corpus, tmp_path, "cut", *run, "-checkpoint_dir", str(tmp_path / "b")))
     monkeypatch.setattr(q3, "train_step", original)
     with pytest.raises(SystemExit, match=r"-analysis_only: \S*q3-transformer-seed42.pt is an "
-                       rf"unfinished run \(update {3 if schedule else 2} of 6\)"):
+                       rf"unfinished run \(update {3 if every_update else 2} of 6\)"):
         q3.main(cli(tiny_corpus, tmp_path, "cut", *run, "-analysis_only",
                     "-checkpoint_dir", str(tmp_path / "b")))
     q3.main(cli(tiny_corpus, tmp_path, "resumed", *run, "-resume",
@@ -160,7 +163,7 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(tiny_corpus,
     full, resumed = results(tmp_path, "full"), results(tmp_path, "resumed")
     strip = [{k: v for k, v in h.items() if k != "seconds"} for h in full["history"]]
     assert [{k: v for k, v in h.items() if k != "seconds"} for h in resumed["history"]] == strip
-    assert len(strip) == (6 if schedule else 3)
+    assert len(strip) == (6 if every_update else 3)
     assert resumed["test"] == full["test"]
 
 
@@ -452,3 +455,34 @@ def test_a_killed_feature_worker_is_one_line(tmp_path):
     with pytest.raises(SystemExit, match=r"^error: features: a feature worker died \(DataLoader "
                        r"worker \(pid.*\); -workers 0 computes the features in this process$"):
         lj.FeatureBank(dataset, workers=1, progress=False)
+
+
+def test_augmentation_is_off_by_default_and_each_part_changes_the_step(tiny_corpus, tmp_path):
+    """Off by default: the handed-out step, draw for draw; each part alone changes the loss,
+    and the same seed gives the same augmented step."""
+    corpus = lj.LJSpeech(tiny_corpus / "LJSpeech-1.1")
+    args = q3.parse_args(cli(tiny_corpus, tmp_path, "aug"))
+    assert q3.Augmentation(args.speed_perturb, args.vtlp, args.freq_masks,
+                           time_masks=args.time_masks) == q3.Augmentation()
+    bank = q3.load_bank(corpus, corpus.split("train"), args, "train")
+    options = q3.Options(fast=True)
+
+    def loss(augmentation: q3.Augmentation, seed: int = 1) -> float:  # seed 1: tempo 1.10
+        torch.manual_seed(0)
+        model = q3.build_model("transformer", encoder_layers=1)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        return float(q3.train_step(model, bank, torch.arange(4), optimizer, options,
+                                   augmentation, torch.Generator().manual_seed(seed)))
+
+    plain = loss(q3.Augmentation())
+    for part in (dict(speed=0.2), dict(vtlp=0.2), dict(freq_masks=2), dict(time_masks=2)):
+        augmented = q3.Augmentation(**part)
+        assert loss(augmented) != plain, part
+        assert loss(augmented) == loss(augmented)
+    assert loss(q3.Augmentation(speed=0.2), seed=1) != loss(q3.Augmentation(speed=0.2), seed=2)
+
+
+@pytest.mark.parametrize("flag", ["-speed_perturb", "-vtlp"])
+def test_a_tempo_or_warp_range_of_a_half_or_more_is_a_usage_error(flag, capsys):
+    assert usage_error(["-decoder", "lstm", flag, "0.5"], capsys).endswith(
+        f": error: argument {flag}: must lie in [0, 0.5) (got 0.5)")
