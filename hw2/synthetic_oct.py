@@ -67,6 +67,35 @@ def _bumps(x: np.ndarray, rng: np.random.Generator, n: int, count: int, height, 
     return (heights * _gauss(x[..., None], centres, widths)).sum(-1)
 
 
+def _cysts(x: np.ndarray, rel: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
+    """DME's dark intraretinal cysts: up to 4 blobs per image, at relative depth `rel`."""
+    n_cyst = 4
+    cyst_x = _u(rng, 0.25, 0.75, n, n_cyst)
+    cyst_r = _u(rng, 0.3, 0.7, n, n_cyst)
+    cyst_w = _u(rng, 0.025, 0.06, n, n_cyst)
+    cyst_on = rng.uniform(size=(n, 1, 1, n_cyst)) < 0.7
+    return (cyst_on * np.exp(-0.5 * (((x[..., None] - cyst_x) / cyst_w) ** 2
+                                     + ((rel[..., None] - cyst_r) / 0.13) ** 2))).max(-1)
+
+
+def _acquire(intensity: np.ndarray, x: np.ndarray, y: np.ndarray, rng: np.random.Generator,
+             n: int) -> np.ndarray:
+    """The scanner: multiplicative speckle, gain and gamma, the registration wedges; uint8."""
+    looks = 60.0  # 28x28 pixels average many speckle grains of the original scan
+    # Gamma(looks, 1/looks) speckle, drawn through its normal approximation (much faster).
+    speckle = 1 + rng.standard_normal(size=(n, SIZE, SIZE), dtype=np.float32) / np.sqrt(looks)
+    intensity = intensity * np.maximum(speckle, 0)
+    intensity = _u(rng, 0.8, 1.15, n) * intensity ** _u(rng, 0.85, 1.15, n)
+    wedge_h = _u(rng, 0.04, 0.2, n)
+    from_left = rng.uniform(size=(n, 1, 1)) < 0.5
+    ramp = np.where(from_left, 1 - x, x)
+    at_top = rng.uniform(size=(n, 1, 1)) < 0.5
+    has_wedge = rng.uniform(size=(n, 1, 1)) < 0.5
+    in_wedge = np.where(at_top, y < wedge_h * ramp, 1 - y < wedge_h * ramp) & has_wedge
+    intensity = np.where(in_wedge, 1.0, intensity)
+    return np.clip(intensity * 255, 0, 255).round().astype(np.uint8)
+
+
 def render(labels: np.ndarray, rng: np.random.Generator,
            severity_power: float = SEVERITY_POWER) -> np.ndarray:
     """Render one uint8 (N, 28, 28) image per label (0 CNV, 1 DME, 2 drusen, 3 normal)."""
@@ -104,15 +133,7 @@ def render(labels: np.ndarray, rng: np.random.Generator,
 
     retina = (0.32 + 0.28 * np.exp(-rel / 0.12) - 0.14 * _gauss(rel, 0.66, 0.12)
               + 0.22 * _gauss(rel, 0.92, 0.03))
-    # DME: dark cysts inside the retina.
-    n_cyst = 4
-    cyst_x = _u(rng, 0.25, 0.75, n, n_cyst)
-    cyst_r = _u(rng, 0.3, 0.7, n, n_cyst)
-    cyst_w = _u(rng, 0.025, 0.06, n, n_cyst)
-    cyst_on = rng.uniform(size=(n, 1, 1, n_cyst)) < 0.7
-    cysts = (cyst_on * np.exp(-0.5 * (((x[..., None] - cyst_x) / cyst_w) ** 2
-                                      + ((rel[..., None] - cyst_r) / 0.13) ** 2))).max(-1)
-    retina = retina * (1 - 0.95 * np.clip(severity * dme * 1.6, 0, 1) * cysts)
+    retina = retina * (1 - 0.95 * np.clip(severity * dme * 1.6, 0, 1) * _cysts(x, rel, rng, n))
 
     intensity = 0.11 * (1 - inside) * (1 - below) + retina * inside
     rpe_line = _gauss(y, rpe, _u(rng, 0.016, 0.026, n))
@@ -127,20 +148,7 @@ def render(labels: np.ndarray, rng: np.random.Generator,
         * (1 + 0.3 * _smooth_noise(rng, n, 9))
     intensity = intensity + below * (1 - dome) * choroid
 
-    # Acquisition: multiplicative speckle, gain and gamma, then the registration wedges.
-    looks = 60.0  # 28x28 pixels average many speckle grains of the original scan
-    # Gamma(looks, 1/looks) speckle, drawn through its normal approximation (much faster).
-    speckle = 1 + rng.standard_normal(size=(n, SIZE, SIZE), dtype=np.float32) / np.sqrt(looks)
-    intensity = intensity * np.maximum(speckle, 0)
-    intensity = _u(rng, 0.8, 1.15, n) * intensity ** _u(rng, 0.85, 1.15, n)
-    wedge_h = _u(rng, 0.04, 0.2, n)
-    from_left = rng.uniform(size=(n, 1, 1)) < 0.5
-    ramp = np.where(from_left, 1 - x, x)
-    at_top = rng.uniform(size=(n, 1, 1)) < 0.5
-    has_wedge = rng.uniform(size=(n, 1, 1)) < 0.5
-    in_wedge = np.where(at_top, y < wedge_h * ramp, 1 - y < wedge_h * ramp) & has_wedge
-    intensity = np.where(in_wedge, 1.0, intensity)
-    return np.clip(intensity * 255, 0, 255).round().astype(np.uint8)
+    return _acquire(intensity, x, y, rng, n)
 
 
 CHUNK = 4096
