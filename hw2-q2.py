@@ -370,14 +370,29 @@ def train_in_pool(groups: list[tuple[list[float], bool]], args: argparse.Namespa
     with multiprocessing.get_context("spawn").Pool(
             min(args.jobs, len(groups)), initializer=start_worker,
             initargs=(os.getpid(), args.threads or 1)) as pool:
-        try:
-            for g, runs in pool.imap_unordered(train_group, tasks):
-                trained[g] = runs
-        except GroupFailed as err:
-            raise fail(str(err)) from None
+        workers = {process.pid for process in multiprocessing.active_children()}
+        results = pool.imap_unordered(train_group, tasks)
+        while len(trained) < len(tasks):
+            trained.update([next_group(results, workers, args.checkpoint_dir)])
         pool.close()  # all done: the processes end by themselves, not by terminate()
         pool.join()
     return [trained[g] for g in range(len(groups))]
+
+
+def next_group(results, workers: set[int], checkpoint_dir: str) -> tuple[int, list[dict]]:
+    """The next group to finish. A pool process that dies (killed, out of memory) loses its
+    task without a word, and the pool would wait for it forever: a process of `workers`
+    missing while groups are pending ends the sweep in one line."""
+    while True:
+        try:
+            return results.next(timeout=1)
+        except GroupFailed as err:
+            raise fail(str(err)) from None
+        except multiprocessing.TimeoutError:
+            if workers - {process.pid for process in multiprocessing.active_children()}:
+                raise fail("a sweep process died before its group finished (killed, or out of "
+                           f"memory?); every finished epoch is kept in {checkpoint_dir}: rerun "
+                           "with -resume to continue") from None
 
 
 def train_group(task: tuple) -> tuple[int, list[dict]]:

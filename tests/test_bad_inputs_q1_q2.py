@@ -469,6 +469,32 @@ def test_q2_sweep_processes_die_with_a_killed_parent(data, tmp_path):
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc to find processes")
+def test_q2_sweep_with_a_killed_process_ends_in_one_line_instead_of_waiting(data, tmp_path):
+    out = tmp_path / "out"
+    process = start_sweep(data, out, "-epochs", "500")
+    checkpoints = out / "checkpoints" / "q2"
+    try:
+        wait_for_checkpoints(process, checkpoints)
+        worker = next(pid for pid, cmd in sweep_processes(out).items()
+                      if "--multiprocessing-fork" in cmd)
+        os.kill(worker, signal.SIGKILL)  # as the out-of-memory killer would
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    proc = subprocess.CompletedProcess(process.args, process.returncode, "", stderr)
+    assert error_line(proc, 1) == (
+        "error: a sweep process died before its group finished (killed, or out of memory?); "
+        f"every finished epoch is kept in {checkpoints}: rerun with -resume to continue")
+    assert survivors(out) == {}
+    stale = list(checkpoints.glob("*.lock"))  # the killed process's (its flock went with it)
+    assert len(stale) <= 1
+    for lock in stale:
+        lock.unlink()
+    assert_resumable(checkpoints, 500)
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc to find processes")
 def test_q2_failing_sweep_group_stops_the_other_and_ends_in_one_line(data, tmp_path):
     """Adam trains each learning rate alone: the group at 1e30 fails after one epoch while the
     group at 1e-3 would train for minutes."""
