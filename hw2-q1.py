@@ -425,6 +425,7 @@ def timing_sizes(quick: bool) -> dict:
 def main(argv=None) -> None:
     args = parse_args(argv)
     out = apply_common_args(args)
+    out.check_replaceable(vars(args), "q1")  # a run of other settings replaces it only with -force
     configure_seed(args.seed)
     # One thread: the timings measure the algorithm, not how a second core shared with
     # other processes happens to be scheduled.

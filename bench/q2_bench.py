@@ -277,6 +277,8 @@ def main() -> None:
     cli.add_common_args(parser, data=False, threads=True)
     args = parser.parse_args()
     out = cli.apply_common_args(args)
+    if not args.worker:
+        out.check_replaceable(vars(args), "q2-bench")  # other settings: only with -force
     splits = {"train": synthetic_split(args.train, 1), "dev": synthetic_split(args.val, 2)}
     if args.worker:  # one of the two processes of the -jobs 2 sweep: time its three runs
         torch.set_num_threads(1)

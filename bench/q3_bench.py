@@ -109,9 +109,11 @@ def main() -> None:
                         help="bf16 autocast on every path (the report's GPU table)")
     parser.add_argument("-tag", default="", help="results name q3-bench-<tag>.json")
     parser.add_argument("-out_dir", default=None)
+    parser.add_argument("-force", action="store_true", help=cli.FORCE_HELP)
     args = parser.parse_args()
     wall = results.Timer()
     out = cli.Outputs(Path(args.out_dir) if args.out_dir else REPO_DIR)
+    out.check_replaceable(vars(args), "q3-bench" + (f"-{args.tag}" if args.tag else ""))
     corpus = LJSpeech(utils.resolve_data_dir(args.data_dir) / "LJSpeech-1.1")
     train = corpus.split("train")
     if len(train) < args.batch_size * 4:

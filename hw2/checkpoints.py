@@ -85,8 +85,10 @@ def exclusive(lock_path: Path, what: str):
         os.write(fd, f"{os.getpid()}\n".encode())
         yield
     finally:
-        os.unlink(lock_path)  # while still locked, so no one else's lock file is removed
-        os.close(fd)
+        try:  # while still locked, so no one else's lock file is removed
+            lock_path.unlink(missing_ok=True)  # gone already if its folder was removed
+        finally:
+            os.close(fd)
 
 
 def save_checkpoint(state: Mapping[str, Any], path: Path) -> None:
