@@ -1,23 +1,11 @@
 #!/usr/bin/env python
 """Put LJ Speech 1.1 for Question 3 into LJSpeech-1.1 (metadata.csv + wavs/) under -data_dir,
 else ./data ($HW2_DATA_DIR is only read from: -tts takes its metadata.csv there by default).
-
   default  download the real corpus (2.6 GB) through torchaudio, as the handed-out code does;
-  -tts     offline: render every transcript of an LJ metadata.csv with the installed speech
-           synthesisers (espeak-ng, flite) into the same layout and ids, so that everything
-           downstream reads it exactly as it reads the real corpus.
-
-The synthetic corpus varies the speaker per clip, deterministically from -seed: espeak-ng
-voices and variants and flite voices, speaking rate and pitch, light background noise; every
-clip is resampled to 22,050 Hz mono 16-bit. Clips whose genuine recording exists beside the
-source metadata (the real-speech check set) are not rendered, so no model trains on their text.
-Rendering runs one process per core, each with one torch thread (with torch's default of one
-thread per core in every process, 16 processes on 16 cores ran 7x slower than with one), skips
-finished clips (resumable) and writes each wav atomically; tts_manifest.tsv records which voice
-made each clip. A destination that holds genuine recordings, or the source metadata's own
-folder, is refused. The synthesisers are found on PATH; unpacked into a folder rather than
-installed, also set LD_LIBRARY_PATH to their libraries and ESPEAK_DATA_PATH to the folder that
-holds espeak-ng-data (README).
+  -tts     offline: render every transcript with espeak-ng and flite voices (varied per clip
+           from -seed: voice, rate, pitch, light noise) into the same layout and ids, leaving
+           out the clips whose genuine recording lies beside the source metadata.
+Resumable (finished clips are skipped); tts_manifest.tsv records which voice made each clip.
 """
 from __future__ import annotations
 
@@ -194,7 +182,8 @@ def build_tts_corpus(metadata: Path, out_root: Path, seed: int, limit: int | Non
                 for job in [j for j in jobs if start <= j[0] < stop][:limit]]
     manifest += [line for _, _, line in jobs]
     jobs = [job for _, job, _ in jobs]
-    (folder / MANIFEST).write_text("\n".join(manifest) + "\n")
+    with atomic_write(folder / MANIFEST) as tmp:
+        tmp.write_text("\n".join(manifest) + "\n")
     counts = {"rendered": 0, "skipped": 0}
     with get_context("spawn").Pool(processes, initializer=torch.set_num_threads,
                                    initargs=(1,)) as pool:  # one thread per process: see below

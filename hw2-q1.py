@@ -23,7 +23,7 @@ import torch
 from hw2 import REPO_DIR
 from hw2 import figures
 from hw2.cli import add_common_args, apply_common_args, fail
-from hw2.results import Timer, write_results
+from hw2.results import Timer, check_replaceable, write_results
 from utils import configure_seed
 
 Tensor = torch.Tensor
@@ -425,7 +425,7 @@ def timing_sizes(quick: bool) -> dict:
 def main(argv=None) -> None:
     args = parse_args(argv)
     out = apply_common_args(args)
-    out.check_replaceable(vars(args), "q1")  # a run of other settings replaces it only with -force
+    check_replaceable(out.results, "q1", vars(args), args.force)  # else only with -force
     configure_seed(args.seed)
     # One thread: the timings measure the algorithm, not how a second core shared with
     # other processes happens to be scheduled.

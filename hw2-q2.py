@@ -29,7 +29,7 @@ from tqdm import tqdm
 from hw2 import cli, figures, octmnist, side_by_side
 from hw2.checkpoints import Checkpoint, atomic_write, check_identity, exclusive
 from hw2.cli import add_common_args, fail, non_negative_float, positive_float, positive_int
-from hw2.results import Timer, write_results
+from hw2.results import Timer, check_replaceable, write_results
 from utils import configure_seed
 
 LEARNING_RATES = (0.1, 0.01, 0.001)
@@ -506,7 +506,7 @@ def main(argv: list[str] | None = None) -> None:
     out = cli.apply_common_args(args)
     name = "q2" if args.sweep else \
         f"q2-run-{config_name(args.learning_rate, args, args.no_maxpool)}"
-    out.check_replaceable(vars(args), name)  # a run of other settings replaces it only with -force
+    check_replaceable(out.results, name, vars(args), args.force)  # else only with -force
     try:
         data = octmnist.load(args.data_dir, args.subset, args.real_images, args.device)
         out.ensure_writable()

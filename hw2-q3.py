@@ -30,7 +30,7 @@ from hw2.cli import (add_common_args, ensure_writable, fail, non_negative_float,
                      non_negative_int, positive_float, positive_int, torch_device)
 from hw2.ljspeech import (AUDIO_TIME, Clip, ClipBatches, FeatureBank, FeatureCache, LJSpeech,
                           LogMel, SpeechDataset, TokenVectorizer)
-from hw2.results import Timer, write_results
+from hw2.results import Timer, check_replaceable, write_results
 from utils import configure_seed
 
 
@@ -600,7 +600,8 @@ def add_run_control_args(group) -> None:
                        help="skip training: load the finished run's checkpoint (same flags) and "
                             "redo only the Q3.3 attention maps and the Q3.4 similarity breakdown")
     group.add_argument("-checkpoint_dir", default=None,
-                       help="default: checkpoints/q3 under -out_dir (else the repository)")
+                       help="default: checkpoints/q3 under -out_dir, else under the current "
+                            "folder")
     group.add_argument("-real_dir", default=None,
                        help="LJ-layout folder of genuine recordings scored separately (default: "
                             "LJSpeech-1.1 in $HW2_DATA_DIR when it is not the training corpus)")
@@ -611,7 +612,8 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     out = cli.apply_common_args(args)
     name = run_name(args)
-    out.check_replaceable(vars(args), name, f"{name}-analysis")  # other settings: only -force
+    for stem in (name, f"{name}-analysis"):  # of other settings: replaced only with -force
+        check_replaceable(out.results, stem, vars(args), args.force)
     checkpoint = checkpoint_path(args)
     out.ensure_writable()
     if args.analysis_only and not checkpoint.exists():

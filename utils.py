@@ -1,9 +1,7 @@
-"""The course's utils.py, as the scripts use it: seeding, the data-folder rule and line plots.
-
-`resolve_data_dir` (-data_dir, else $HW2_DATA_DIR, else ./data) and `plot_lines` (PNG + PDF,
-legend drawn before saving, unlike the handed-out helper) live in the hw2 package, which the
-scripts' other imports come from; they are re-exported here under the course's roof.
-"""
+"""The course's utils.py: seeding, the data-folder rule and line plots, plus loading a script
+by its path for the tests and benches. `resolve_data_dir` (-data_dir, else $HW2_DATA_DIR, else
+./data) and `plot_lines` (PNG + PDF, legend drawn before saving, unlike the handed-out helper)
+live in the hw2 package and are re-exported here under the course's roof."""
 from __future__ import annotations
 
 import importlib.util

@@ -1,29 +1,11 @@
 #!/usr/bin/env python
-"""Q2 training speed: the handed-out loop against hw2-q2.py's, side by side in one run.
+"""Q2 training speed: the handed-out loop against hw2-q2.py's ways, side by side in one run,
+from the same seed on the same images (handed_out, one_run, side_by_side, two_processes,
+compiled with -compile; report/engineering.md describes each). Prints milliseconds per step
+and run, the speed-up over handed_out, and how far each side-by-side run ends from its
+handed-out run (float rounding only). Writes report/results/q2-bench.json.
 
-Every way trains the Q2 networks from the same seed on the same images for the same steps:
-  handed_out     a replica of the course's hw2-q2.py: DataLoader(shuffle=True) over a per-item
-                 Dataset, torch.optim.SGD, and after each epoch the whole validation split in
-                 one forward pass with autograd on; one run at a time;
-  one_run        `hw2-q2.py -learning_rate 0.01`: the same loop, evaluation under no_grad in
-                 batches, a checkpoint after each epoch;
-  side_by_side   `hw2-q2.py -sweep`: the three learning rates as one grouped network
-                 (hw2/side_by_side.py), per run;
-  two_processes  `hw2-q2.py -sweep -jobs 2`: both networks at once in two 1-thread processes,
-                 per run;
-  compiled       with -compile: side_by_side with its training step (SideBySideCNN.sgd_step)
-                 under torch.compile (timed after compiling; its dropout masks come from
-                 inductor's RNG, so it is not compared).
-It prints milliseconds per step and run (the fastest of -repeats timings of each way) with the
-speed-up over handed_out, and how far each side-by-side run's final weights and per-step losses
-are from its handed-out run (same batches and dropout masks, so they differ by float rounding
-only; over many steps at a large learning rate SGD amplifies rounding, so it also prints, for
-scale, how far the handed-out loop drifts from itself when only its convolution kernel
-changes). Writes report/results/q2-bench.json
-(under -out_dir if given); report/src/closing.md's Appendix C quotes it.
-
-    python bench/q2_bench.py [-train 4000] [-val 450] [-epochs 2] [-repeats 3] [-threads N]
-                             [-compile]
+    python bench/q2_bench.py [-train 4000] [-val 450] [-epochs 2] [-repeats 3] [-compile]
 """
 from __future__ import annotations
 
@@ -43,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import utils  # noqa: E402
 from hw2 import cli, octmnist, side_by_side, synthetic_oct  # noqa: E402
 from hw2.cli import positive_int  # noqa: E402
-from hw2.results import Timer, write_results  # noqa: E402
+from hw2.results import Timer, check_replaceable, write_results  # noqa: E402
 from utils import configure_seed  # noqa: E402
 
 q2 = utils.load_script("hw2-q2.py")
@@ -126,7 +108,8 @@ def first_images(splits: dict, n: int = 64) -> dict:
 
 def synthetic_split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     labels = np.random.default_rng(seed).integers(0, 4, n).astype(np.uint8)
-    return octmnist.as_tensors(synthetic_oct.render(labels, np.random.default_rng(seed + 1)), labels)
+    images = synthetic_oct.render(labels, np.random.default_rng(seed + 1))
+    return octmnist.as_tensors(images, labels)
 
 
 def max_weight_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
@@ -278,7 +261,7 @@ def main() -> None:
     args = parser.parse_args()
     out = cli.apply_common_args(args)
     if not args.worker:
-        out.check_replaceable(vars(args), "q2-bench")  # other settings: only with -force
+        check_replaceable(out.results, "q2-bench", vars(args), args.force)
     splits = {"train": synthetic_split(args.train, 1), "dev": synthetic_split(args.val, 2)}
     if args.worker:  # one of the two processes of the -jobs 2 sweep: time its three runs
         torch.set_num_threads(1)

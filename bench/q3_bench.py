@@ -1,11 +1,8 @@
 #!/usr/bin/env python
-"""Q3 speed, side by side in one run, on the corpus's real clip lengths: training clips/s of
-each decoder on four paths (PATHS: handed-out padding to 2754 frames; -fast's per-batch padding
-with masks; plus length-grouped batches; plus bf16), through hw2-q3.py's own training step on
-the batches it draws, and greedy decoding by prefix recomputation (handed-out) against the
-key/value cache that stops at the stop tokens (-fast), whose tokens must be identical.
-Writes report/results/q3-bench.json (clips/s per path and thread count; the speed-up of the
-committed path, reproduce.sh's -fast -amp, over the handed-out one).
+"""Q3 speed, side by side in one run: training clips/s of each decoder on four paths (PATHS:
+handed-out padding, -fast's masks, length-grouped batches, bf16) through hw2-q3.py's own
+training step, and greedy decoding by prefix recomputation against the key/value cache (same
+tokens). Writes report/results/q3-bench.json (report/engineering.md quotes it).
 
     python bench/q3_bench.py [-data_dir DIR] [-batch_size 16] [-batches 12] [-threads 1 2] [-amp]
 """
@@ -113,7 +110,8 @@ def main() -> None:
     args = parser.parse_args()
     wall = results.Timer()
     out = cli.Outputs(Path(args.out_dir) if args.out_dir else REPO_DIR)
-    out.check_replaceable(vars(args), "q3-bench" + (f"-{args.tag}" if args.tag else ""))
+    results.check_replaceable(out.results, "q3-bench" + (f"-{args.tag}" if args.tag else ""),
+                              vars(args), args.force)
     corpus = LJSpeech(utils.resolve_data_dir(args.data_dir) / "LJSpeech-1.1")
     train = corpus.split("train")
     if len(train) < args.batch_size * 4:

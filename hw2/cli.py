@@ -9,7 +9,6 @@ import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
 
 import torch
 
@@ -36,12 +35,6 @@ class Outputs:
         for folder in (self.results, self.plots):
             ensure_writable(folder, "-out_dir")
 
-    def check_replaceable(self, config: Mapping[str, Any], *names: str) -> None:
-        """Stop before a run starts if it would replace results/<name>.json of another
-        configuration without -force (config["force"]): see results.check_replaceable."""
-        from hw2.results import check_replaceable  # results imports this module
-        for name in names:
-            check_replaceable(self.results, name, config, bool(config.get("force")))
 
 
 def fail(message: str) -> SystemExit:

@@ -1,22 +1,9 @@
-"""Question 3 data: LJ Speech 1.1 in its own layout, the handed-out features, and batching.
-
-One code path reads the real corpus and the offline one (download_ljspeech.py -tts writes the
-same layout): `<root>/LJSpeech-1.1/metadata.csv` (id|text|normalized text) and `wavs/<id>.wav`.
-
-* `parse_metadata` reads the pipe-separated file exactly (quotes are text, not CSV quoting);
-  `LJSpeech` keeps LJ's order, applies the assignment's index splits and uses the clips whose
-  wav exists (the shared folder has 36 of 13,100).
-* `LogMel` is the handed-out audio pipeline (Spectrogram n_fft 400 / hop 160 / power 2 ->
-  MelScale 80 slaney with torchaudio's default 16 kHz sample rate -> Whisper-style log
-  normalisation); `FeatureCache` computes it once per clip and keeps it on disk, keyed by the
-  transform's settings and the audio file's size and mtime.
-* `TokenVectorizer` is the handed-out 35-symbol vectorizer.
-* `FeatureBank` holds a split's features and tokens in memory (or on the GPU) once they are
-  computed, and cuts padded batches out of it (to the handed-out 2754 frames or to the batch's
-  longest clip, with the true lengths) without a file read or a per-clip loop;
-  `ClipBatches` draws the batches of each epoch from the seed and the epoch alone (so a run
-  resumes exactly), either shuffled as handed out or grouped by length.
-All callables are module-level classes, so DataLoader workers can pickle them under "spawn".
+"""Question 3 data: LJ Speech 1.1 in its own layout (metadata.csv + wavs/, the real corpus and
+the offline one alike), the handed-out log-mel features (LogMel, cached once per clip by
+FeatureCache) and 35-symbol vectorizer, and batching: FeatureBank holds a split's features in
+memory and cuts padded batches out of it without a file read; ClipBatches draws each epoch's
+batches from (seed, epoch) alone, so a run resumes exactly. Callables are module-level
+classes, so DataLoader workers can pickle them under "spawn".
 """
 from __future__ import annotations
 

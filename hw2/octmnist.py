@@ -1,13 +1,7 @@
-"""Question 2 data: OCTMNIST's `octmnist.npz` (the real file or the synthetic stand-in) and the
-80 genuine Kermany OCT images, read, checked and described in one place.
-
-Each file is read once (`read`): its bytes give the arrays, the MD5 (part of every run's
-identity) and the synthetic stand-in's mark. A file without OCTMNIST's keys, shapes, dtypes and
-labels, or one with the real file's split sizes but not its MD5, is a one-line error naming it.
-`load_splits` then prepares the splits as the handed-out `utils.load_oct_data` and
-`ClassificationDataset` did: images flattened to 784 values and divided by 256 (float32),
-labels 1-D (int64), and "test" cut to the handed-out class-imbalanced 529-image subset
-("test_full" keeps all 1,000). download_octmnist.py and hw2-q2.py both use this module.
+"""Question 2 data: OCTMNIST's octmnist.npz (the real file or the synthetic stand-in) and the
+80 genuine Kermany OCT images, each read once and checked (keys, shapes, dtypes, labels, MD5),
+then prepared as the handed-out utils.load_oct_data did: images flattened and divided by 256,
+and "test" cut to the handed-out 529-image subset ("test_full" keeps all 1,000).
 """
 from __future__ import annotations
 

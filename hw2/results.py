@@ -78,7 +78,7 @@ def script_path() -> str:
 # Settings that control how a run goes, not what it computes: they may differ between the run
 # that wrote a results file and the one that replaces it.
 RUN_CONTROL = frozenset({
-    "resume", "no_progress", "threads", "workers", "jobs", "group", "argv", "cache_dir",
+    "resume", "no_progress", "threads", "workers", "jobs", "cache_dir",
     "checkpoint_dir", "out_dir", "force", "analysis_only", "data_dir", "real_dir", "real_images",
     "device"})
 

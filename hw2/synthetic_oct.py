@@ -1,22 +1,9 @@
-"""A procedural stand-in for OCTMNIST: 28x28 retinal OCT B-scans in four classes.
-
-OCTMNIST cannot be downloaded offline, so `download_octmnist.py -synthetic` writes this data
-set with exactly OCTMNIST's schema (keys, split sizes, uint8 images, (N, 1) labels, class
-proportions). Each image is rendered from a small geometric model of a B-scan:
-
-* dark, speckled vitreous above a curved and tilted retina band whose inner surface dips into
-  a foveal pit; inside the band, layers by relative depth (bright nerve-fibre layer, grey
-  plexiform layers, dark outer nuclear layer, a thin bright ellipsoid zone);
-* the bright RPE line at the bottom of the band, and below it the choroid: textured and fading
-  with depth;
-* multiplicative speckle, and the white blank wedges that scan registration leaves in a corner;
-* CNV (0): irregular elevated RPE with a bright subretinal lesion and a dark fluid pocket,
-  thickened retina; DME (1): dark intraretinal cysts and thickening; drusen (2): small
-  dome-shaped RPE elevations; normal (3): smooth layers.
-
-Each pathological image has a severity; a share of mild cases look almost normal, which is
-what keeps the task from being trivial (see SEVERITY_* below, tuned so that the Q2.1 network
-lands between 75% and 92% test accuracy). Rendering is vectorised over images with numpy.
+"""A procedural stand-in for OCTMNIST (download_octmnist.py -synthetic): 28x28 retinal OCT
+B-scans in four classes with OCTMNIST's exact schema and class proportions, rendered from a
+small geometric model (retina layers, RPE line, choroid, speckle, registration wedges) with
+each class's lesions: CNV elevated RPE and fluid, DME cysts and thickening, drusen small RPE
+domes. A share of mild cases looks almost normal, which keeps the task from being trivial
+(SEVERITY_*; report, Appendix B).
 """
 from __future__ import annotations
 

@@ -187,7 +187,8 @@ def test_render_is_deterministic_and_in_range():
 def test_make_dataset_same_for_any_number_of_processes(monkeypatch):
     monkeypatch.setattr(synthetic_oct, "SPLIT_COUNTS", {"train": (3000, 1000, 500, 4000),
                                                  "val": (5, 5, 5, 5), "test": (2, 2, 2, 2)})
-    one, two = synthetic_oct.make_dataset(9, processes=1), synthetic_oct.make_dataset(9, processes=2)
+    one = synthetic_oct.make_dataset(9, processes=1)
+    two = synthetic_oct.make_dataset(9, processes=2)
     assert sorted(one) == sorted(two) == sorted(f"{s}_{k}" for s in ("train", "val", "test")
                                                 for k in ("images", "labels"))
     assert all(np.array_equal(one[k], two[k]) for k in one)
