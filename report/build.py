@@ -484,10 +484,19 @@ PDF_PREAMBLE = r"""
 \makeatletter
 \def\maxwidth{\ifdim0.8\Gin@nat@width>\linewidth\linewidth\else0.8\Gin@nat@width\fi}
 \makeatother
-% Captions and tables in small type; words are hyphenated only where nothing else fits.
+% Figures may fill most of a page of text, and a page of figures alone is at least 70% full:
+% no page but the last is more than a third blank.
+\renewcommand{\topfraction}{0.85}
+\renewcommand{\bottomfraction}{0.6}
+\renewcommand{\textfraction}{0.1}
+\renewcommand{\floatpagefraction}{0.7}
+% Every table of the report is short: pandoc's longtable becomes an unbreakable, centred
+% tabular in small type. (A longtable that starts on a page with a figure floated to its top
+% breaks that page too late: its last lines ran past the bottom, under the page number.)
+\renewenvironment{longtable}[1][]
+  {\begin{center}\small\let\endhead\relax\begin{tabular}}{\end{tabular}\end{center}}
+% Captions in small type; words are hyphenated only where nothing else fits.
 \usepackage[font=small,labelfont=bf]{caption}
-\usepackage{etoolbox}
-\AtBeginEnvironment{longtable}{\small}
 \hyphenpenalty=1000
 % A fixed document ID (pdflatex derives it from the temporary file's path otherwise).
 \pdftrailerid{hw2-report}
@@ -517,8 +526,20 @@ def pdf_preamble(text: str) -> str:
     return PDF_PREAMBLE + "\n".join(declarations) + "\n"
 
 
+OVERFULL_PAGE = re.compile(r"Overfull \\vbox \(([\d.]+)pt too high\) has occurred while "
+                           r"\\output is active.*?\[(\d+)", re.S)
+
+
+def overfull_pages(log: str) -> list[str]:
+    """'page N (X pt)' for each page whose content ran X pt past its bottom, from the LaTeX
+    transcript that pandoc --verbose prints (its last run; the page is the next one shipped)."""
+    last_run = log.rsplit("[makePDF] Run #", 1)[-1]
+    return [f"page {page} ({points} pt)" for points, page in OVERFULL_PAGE.findall(last_run)]
+
+
 def build_pdf(markdown: Path = REPORT_DIR / "report.md", pdf: Path = PDF_OUTPUT) -> Path:
-    """Typeset `markdown` (its image paths relative to report/) as `pdf` with pandoc.
+    """Typeset `markdown` (its image paths relative to report/) as `pdf` with pandoc; a PDF
+    with a page whose text runs past its bottom is an error and is not written.
 
     SOURCE_DATE_EPOCH fixes the dates pdflatex writes, so the same report gives the same PDF
     and a committed PDF changes only when its content does.
@@ -528,14 +549,21 @@ def build_pdf(markdown: Path = REPORT_DIR / "report.md", pdf: Path = PDF_OUTPUT)
     text = re.sub(r"^(!\[.*\]\(.*\).*)\n(?=!\[)", r"\1\n\n", markdown.read_text(), flags=re.M)
     env = {**os.environ, "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", "0")}
     with tempfile.TemporaryDirectory() as tmp:
-        preamble = Path(tmp) / "preamble.tex"
+        preamble, typeset = Path(tmp) / "preamble.tex", Path(tmp) / "report.pdf"
         preamble.write_text(pdf_preamble(text))
         command = ["pandoc", *PANDOC_OPTIONS, f"--include-in-header={preamble}",
-                   f"--resource-path={REPORT_DIR}", "--output", str(pdf)]
+                   f"--resource-path={REPORT_DIR}", "--verbose", "--output", str(typeset)]
         proc = subprocess.run(command, input=text, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        detail = " ".join(line.strip() for line in proc.stderr.splitlines()[:4] if line.strip())
-        raise BuildError(f"pandoc could not build {pdf}: {detail}")
+        if proc.returncode != 0:
+            # pandoc's own message follows the LaTeX transcript that --verbose prints
+            tail = proc.stderr.rsplit("Error producing PDF.", 1)[-1]
+            detail = " ".join(line.strip() for line in tail.splitlines()[:4] if line.strip())
+            raise BuildError(f"pandoc could not build {pdf}: {detail}")
+        overflows = overfull_pages(proc.stderr)
+        if overflows:
+            raise BuildError(f"{pdf} not written: text runs past the bottom of "
+                             f"{', '.join(overflows)}")
+        shutil.copyfile(typeset, pdf)
     return pdf
 
 

@@ -195,6 +195,29 @@ def test_pdf_is_built_with_every_figure_embedded(tmp_path):
     assert figures_shown and data.count(b"/Subtype /Image") >= len(figures_shown)
 
 
+def test_overfull_pages_are_read_from_the_last_latex_run_with_their_page_numbers():
+    overflow = ("Overfull \\vbox (209.7511pt too high) has occurred while \\output is active []"
+                "\n\n\n[8 <../plots/a.png> <../plots/b.png>] [9]")
+    log = f"[makePDF] Run #1\n[1] [2] {overflow}\n[makePDF] Run #2\n[1] [2] [3]\n"
+    assert build.overfull_pages(log) == []
+    assert build.overfull_pages(log + overflow) == ["page 8 (209.7511 pt)"]
+    assert build.overfull_pages("Overfull \\hbox (3.2pt too wide) in paragraph\n[4]") == []
+
+
+def test_pdf_with_a_page_that_overflows_its_bottom_is_an_error_and_not_written(tmp_path):
+    missing = build.missing_pdf_tools()
+    if missing:
+        pytest.skip(f"{' and '.join(missing)} not installed (apt-get install {build.PDF_PACKAGES})")
+    # a table cannot break across pages: it goes to page 2, whose bottom its 90 rows overflow
+    markdown = tmp_path / "long.md"
+    markdown.write_text("# Long\n\n" + build.markdown_table(["i", "i squared"], [
+        [i, i * i] for i in range(90)]) + "\n")
+    with pytest.raises(build.BuildError, match=r"not written: text runs past the bottom of "
+                                               r"page 2 \(\d"):
+        build.build_pdf(markdown, tmp_path / "long.pdf")
+    assert not (tmp_path / "long.pdf").exists()
+
+
 def test_contributions_paragraph_comes_right_after_the_title():
     # the statement takes 10 points off a report without it
     paragraphs = (REPO / "report" / "src" / "header.md").read_text().split("\n\n")
