@@ -131,6 +131,10 @@ def plot_panels(name: str, panels: Sequence[tuple[Mapping[str, Curve], str, str,
 # ---------------------------------------------------------------------------------------------
 # Question 1 (the dicts hw2-q1.py writes under "results" in q1.json)
 # ---------------------------------------------------------------------------------------------
+SCORE_SPREAD = r"standard deviation of $\mathbf{q}^\top\mathbf{k}$"
+ERROR_VS_SOFTMAX = r"$\max\,|\mathbf{Z}_\mathrm{approx} - \mathbf{Z}_\mathrm{softmax}|$"
+
+
 def plot_q1_exp(term_counts: Sequence[int], plots_dir: Path) -> None:
     """exp(t) and its McLaurin truncations with K terms, on t in [-6, 3]."""
     t = np.linspace(-6, 3, 361)
@@ -145,7 +149,7 @@ def plot_q1_error_vs_scale(scale: dict, plots_dir: Path) -> None:
     """Largest error of truncated-series attention against softmax attention per K."""
     plot_lines("q1-approx-error-vs-scale",
                {f"K={n}": (scale["scales"], errors) for n, errors in scale["max_abs_err"].items()},
-               "standard deviation of q^T k", "max |Z_approx - Z_softmax|", logx=True,
+               SCORE_SPREAD, ERROR_VS_SOFTMAX, logx=True,
                logy=True, marker="o",
                title=f"Truncated-series attention vs softmax (L={scale['L']}, D={scale['D']})",
                plots_dir=plots_dir)
@@ -162,8 +166,7 @@ def plot_q1_truncation(term_counts: Sequence[int], scale: dict, plots_dir: Path)
     left.set(title="exp(t) and its truncations (K terms)", xlabel="t", ylabel="value")
     for n_terms, errors in scale["max_abs_err"].items():
         right.plot(scale["scales"], errors, marker="o", markersize=3, label=f"K={n_terms}")
-    right.set(xscale="log", yscale="log", xlabel="standard deviation of q^T k",
-              ylabel="max |Z_approx - Z_softmax|",
+    right.set(xscale="log", yscale="log", xlabel=SCORE_SPREAD, ylabel=ERROR_VS_SOFTMAX,
               title=f"Error against softmax attention (L={scale['L']}, D={scale['D']})")
     for ax in (left, right):
         ax.grid(True, alpha=0.3)
@@ -176,11 +179,11 @@ def plot_q1_time(timing: dict, plots_dir: Path) -> None:
     L range of its slope fit marked."""
     soft, lin = timing["softmax"], timing["linear"]
     plot_lines("q1-time-vs-length", {
-        f"softmax attention, O(L^2 D): slope {soft['slope']:.2f}": (soft["lengths"],
-                                                                    soft["seconds"]),
-        f"linear form, O(L M D), M={timing['M']}: slope {lin['slope']:.2f}": (lin["lengths"],
-                                                                             lin["seconds"])},
-        "sequence length L", "seconds (best of repeats)", logx=True, logy=True, marker="o",
+        f"softmax attention, $O(L^2 D)$: slope {soft['slope']:.2f}": (soft["lengths"],
+                                                                      soft["seconds"]),
+        f"linear form, $O(LMD)$, $M = {timing['M']}$: slope {lin['slope']:.2f}": (
+            lin["lengths"], lin["seconds"])},
+        "sequence length $L$", "seconds (best of repeats)", logx=True, logy=True, marker="o",
         title=f"Attention time, one CPU thread, D={timing['D']}, K={timing['K']}",
         plots_dir=plots_dir)
 
@@ -193,7 +196,7 @@ def plot_q1_feature_cost(cost: dict, plots_dir: Path) -> None:
         by_k[row["K"]][0].append(row["M_times_D"])
         by_k[row["K"]][1].append(row["seconds"])
     plot_lines("q1-linear-cost-vs-MD", {f"K={k} (D varies)": xy for k, xy in sorted(by_k.items())},
-               "M x D", "seconds (best of repeats)", logx=True, logy=True, marker="o",
+               r"$M \times D$", "seconds (best of repeats)", logx=True, logy=True, marker="o",
                title=f"Linear form at L={cost['L']}: cost grows with M D", plots_dir=plots_dir)
 
 
@@ -387,8 +390,9 @@ def draw_causal_attention(ax, n: int, query: int) -> None:
         ax.annotate("", (query, 1.5), (j, 0.8), arrowprops={
             "arrowstyle": "->", "color": "#d62728", "alpha": 0.35 + 0.65 * (j == query),
             "connectionstyle": "arc3,rad=-0.2" if j < query else "arc3", "lw": 1.1})
-    for j in range(query + 1, n):
-        ax.text(j, 1.05, "masked", ha="center", va="center", fontsize=9.5, color="grey")
+    if query + 1 < n:  # one label over the later positions, which the mask hides
+        ax.text((query + n) / 2, 1.05, "masked", ha="center", va="center", fontsize=9.5,
+                color="grey")
     ax.text(query, 1.75, "position t", ha="center", va="center", fontsize=10, color="#d62728",
             bbox={"boxstyle": "square", "fc": "white", "ec": "#d62728"})
     ax.annotate("", (query, 2.55), (query, 2.0), arrowprops={"arrowstyle": "->",
