@@ -17,14 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from hw2 import octmnist
+from hw2 import figures, octmnist
 from hw2 import synthetic_oct
 from hw2.checkpoints import atomic_write
 from hw2.cli import (DATA_DIR_ENV, add_common_args, apply_common_args, ensure_writable, fail,
                      write_data_dir)
 from hw2.octmnist import FILENAME, SPLITS, SYNTHETIC_MARK, md5sum, synthetic_mark
 from hw2.results import Timer
-from hw2.figures import save_figure
 
 
 def write_synthetic(target: Path, seed: int) -> None:
@@ -41,33 +40,19 @@ def write_synthetic(target: Path, seed: int) -> None:
             archive.comment = description.encode()
 
 
-def plot_real_vs_synthetic(synthetic: octmnist.OctFile, real: octmnist.OctFile, plots_dir: Path,
-                           per_class: int = 6) -> list[Path]:
-    """One row per class: genuine Kermany OCT images (left) beside synthetic ones (right)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def first_of_each_class(file: octmnist.OctFile, splits, count: int) -> list[np.ndarray]:
+    """The first `count` images of each class in the splits, in label order."""
+    images = np.concatenate([file.arrays[f"{s}_images"][:2000] for s in splits])
+    labels = np.concatenate([file.arrays[f"{s}_labels"][:2000] for s in splits]).ravel()
+    return [images[labels == c][:count] for c in range(len(octmnist.CLASSES))]
 
-    def first_of_each_class(file: octmnist.OctFile, splits) -> list[np.ndarray]:
-        images = np.concatenate([file.arrays[f"{s}_images"][:2000] for s in splits])
-        labels = np.concatenate([file.arrays[f"{s}_labels"][:2000] for s in splits]).ravel()
-        return [images[labels == c][:per_class] for c in range(len(octmnist.CLASSES))]
 
-    real_rows = first_of_each_class(real, SPLITS)
-    synthetic_rows = first_of_each_class(synthetic, ("train",))
-    fig, axes = plt.subplots(len(octmnist.CLASSES), 2 * per_class,
-                             figsize=(2 * per_class * 0.9, len(octmnist.CLASSES) * 1.05))
-    for c, name in enumerate(octmnist.CLASSES):
-        for j in range(2 * per_class):
-            ax = axes[c, j]
-            image = real_rows[c][j] if j < per_class else synthetic_rows[c][j - per_class]
-            ax.imshow(image, cmap="gray", vmin=0, vmax=255)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[c, 0].set_ylabel(f"{c} {name}", fontsize=8)
-    axes[0, 0].set_title("genuine (Kermany)", loc="left", fontsize=8)
-    axes[0, per_class].set_title("synthetic stand-in", loc="left", fontsize=8)
-    return save_figure(fig, "q2-real-vs-synthetic", plots_dir)
+def plot_real_vs_synthetic(synthetic: octmnist.OctFile, real: octmnist.OctFile,
+                           plots_dir: Path, per_class: int = 4) -> list[Path]:
+    """Genuine Kermany OCT images beside synthetic ones, a row per class."""
+    return figures.plot_real_vs_synthetic(first_of_each_class(real, SPLITS, per_class),
+                                          first_of_each_class(synthetic, ("train",), per_class),
+                                          octmnist.CLASSES, plots_dir)
 
 
 def download(root: Path) -> None:

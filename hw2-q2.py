@@ -276,7 +276,7 @@ def train_runs(learning_rates: list[float], no_maxpool: bool, args: argparse.Nam
                else f"{len(learning_rates)} runs side by side"}
         print(f"[{name}] final test acc {run['test_acc']:.4f} (529-image subset), "
               f"{run['test_acc_full']:.4f} (full test split)")
-        figures.plot_q2_run(run, out.plots)
+        figures.plot_q2_run(run, out.plots, "q2" if args.sweep else "q2-run")
         runs.append(run)
     return runs
 

@@ -207,18 +207,19 @@ def q2_network(run: dict) -> str:
     return "network without max-pooling" if run["no_maxpool"] else "max-pooling network"
 
 
-def plot_q2_run(run: dict, plots_dir: Path) -> None:
+def plot_q2_run(run: dict, plots_dir: Path, prefix: str = "q2") -> None:
     """The two figures the statement asks for, per configuration: the mean training loss of
-    each epoch and the validation accuracy after it."""
+    each epoch and the validation accuracy after it (and both side by side), named
+    <prefix>-...-<config>: "q2" for the sweep's runs, "q2-run" for a single run's."""
     epochs = list(range(1, len(run["train_loss"]) + 1))
     setting = f"{q2_network(run)}, learning rate {run['learning_rate']}"
-    plot_lines(f"q2-training-loss-{run['config']}",
+    plot_lines(f"{prefix}-training-loss-{run['config']}",
                {"training loss (mean of the epoch)": (epochs, run["train_loss"])},
                "Epoch", "Loss", title=f"Training loss: {setting}", plots_dir=plots_dir)
-    plot_lines(f"q2-validation-accuracy-{run['config']}",
+    plot_lines(f"{prefix}-validation-accuracy-{run['config']}",
                {"validation accuracy": (epochs, run["val_acc"])}, "Epoch", "Accuracy",
                title=f"Validation accuracy: {setting}", plots_dir=plots_dir)
-    plot_panels(f"q2-curves-{run['config']}", [
+    plot_panels(f"{prefix}-curves-{run['config']}", [
         ({"training loss (mean of the epoch)": (epochs, run["train_loss"])},
          "Training loss", "Loss", False),
         ({"validation accuracy": (epochs, run["val_acc"])}, "Validation accuracy", "Accuracy",
@@ -401,3 +402,22 @@ def draw_causal_attention(ax, n: int, query: int) -> None:
             fontsize=10, color="grey", va="center")
     ax.text(n + 0.2, 0.55, "+p: learned position\nembedding", fontsize=10, color="#2ca02c",
             va="center")
+
+
+def plot_real_vs_synthetic(real_rows: list[np.ndarray], synthetic_rows: list[np.ndarray],
+                           classes: Sequence[str], plots_dir: Path) -> list[Path]:
+    """One row per class: genuine OCT images (left) beside synthetic ones (right), with
+    labels that stay readable when the figure is set at text width."""
+    plt = pyplot()
+    per_class = len(real_rows[0])
+    fig, axes = plt.subplots(len(classes), 2 * per_class,
+                             figsize=(2 * per_class * 0.9, len(classes) * 1.0), squeeze=False)
+    for c, name in enumerate(classes):
+        for j, image in enumerate([*real_rows[c], *synthetic_rows[c]]):
+            axes[c, j].imshow(image, cmap="gray", vmin=0, vmax=255)
+            axes[c, j].set_xticks([])
+            axes[c, j].set_yticks([])
+        axes[c, 0].set_ylabel(f"{c} {name}", fontsize=11)
+    axes[0, 0].set_title("genuine (Kermany)", loc="left", fontsize=11)
+    axes[0, per_class].set_title("synthetic stand-in", loc="left", fontsize=11)
+    return save_figure(fig, "q2-real-vs-synthetic", plots_dir)

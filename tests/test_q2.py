@@ -310,7 +310,9 @@ def _train(data_dir, lrs, *extra):
 def test_short_training_lowers_the_loss_and_repeats_exactly(small_synthetic):
     first = _train(small_synthetic, [0.05], "-epochs", "3")[0]
     assert first["train_loss"][-1] < first["train_loss"][0]
-    assert (small_synthetic / "out" / "plots" / f"q2-training-loss-{first['config']}.pdf").exists()
+    plots = small_synthetic / "out" / "plots"
+    assert (plots / f"q2-run-training-loss-{first['config']}.pdf").exists()
+    assert not list(plots.glob("q2-training-loss-*"))  # a single run never replaces the sweep's
     again = _train(small_synthetic, [0.05], "-epochs", "3")[0]
     assert again["train_loss"] == first["train_loss"] and again["val_acc"] == first["val_acc"]
     # the handed-out running mean: mean of all batch losses since epoch 1
