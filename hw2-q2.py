@@ -509,6 +509,7 @@ def main(argv: list[str] | None = None) -> None:
     check_replaceable(out.results, name, vars(args), args.force)  # else only with -force
     try:
         data = octmnist.load(args.data_dir, args.subset, args.real_images, args.device)
+        check_replaceable(out.results, name, vars(args), args.force, {"md5": data.info["md5"]})
         out.ensure_writable()
         cli.ensure_writable(Path(args.checkpoint_dir), "-checkpoint_dir")
         with exclusive(out.results / f"{name}.lock", f"{name}.json"):

@@ -621,6 +621,9 @@ def main(argv=None) -> None:
     ensure_writable(checkpoint.parent, "-checkpoint_dir")
     with exclusive(checkpoint.with_suffix(".lock"), f"the {name} run"):
         corpus = open_corpus(args)
+        for stem in (name, f"{name}-analysis"):  # nor one made from another corpus
+            check_replaceable(out.results, stem, vars(args), args.force,
+                              {"corpus_sha256": corpus.digest()})
         if args.analysis_only:
             model = restore_model(args, corpus)
         else:

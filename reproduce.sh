@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Regenerate every results file, figure and the report (run times on 2 CPU cores in README).
 # Offline, put the data folder in HW2_DATA_DIR (e.g. ../shared/data); written data go to ./data.
+# -force: the committed results are replaced, also when the data differ (e.g. the real OCTMNIST).
 set -euo pipefail
 cd "$(dirname "$0")"
-python hw2-q1.py
+python hw2-q1.py -force
 [ -f data/octmnist.npz ] || python download_octmnist.py -data_dir data \
   || python download_octmnist.py -data_dir data -synthetic
-python hw2-q2.py -data_dir data -sweep -resume -jobs 2
-python bench/q2_bench.py -compile  # the loop's speed-up and agreement (report/engineering.md)
+python hw2-q2.py -data_dir data -sweep -resume -jobs 2 -force
+python bench/q2_bench.py -compile -force  # the loop's speed-up and agreement (report/engineering.md)
 # Q3: the real corpus, else the offline synthetic one (needs espeak-ng and flite); the genuine
 # recordings in $HW2_DATA_DIR/LJSpeech-1.1, if any, are scored apart
 [ -f data/LJSpeech-1.1/metadata.csv ] || python download_ljspeech.py -data_dir data \
@@ -15,7 +16,7 @@ python bench/q2_bench.py -compile  # the loop's speed-up and agreement (report/e
 # both decoders at once, one thread each, on the whole training split, in bf16 autocast (the
 # committed CPU recipe; report/engineering.md says why each flag)
 Q3_CPU="-fast -batch_size 16 -epochs 7 -schedule update -warmup_updates 100 -amp -data_dir data \
-  -threads 1 -workers 1 -resume -no_progress"
+  -threads 1 -workers 1 -resume -no_progress -force"
 python hw2-q3.py -decoder transformer $Q3_CPU & attention=$!
 python hw2-q3.py -decoder lstm $Q3_CPU -curriculum -learning_rate 2e-3 & lstm=$!
 trap 'kill $attention $lstm 2>/dev/null || true' EXIT  # one fails: the other stops too
@@ -25,8 +26,9 @@ trap - EXIT
 # the statement's setting, which the report's Q3.1 / Q3.2 answer with: on a GPU, where there is one
 if python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
   for decoder in lstm transformer; do
-    python hw2-q3.py -decoder $decoder -fast -device cuda -tag gpu -data_dir data -no_progress
+    python hw2-q3.py -decoder $decoder -fast -device cuda -tag gpu -data_dir data -no_progress \
+      -force
   done
 fi
-python bench/q3_bench.py -data_dir data  # training speed of each path (report/engineering.md)
+python bench/q3_bench.py -data_dir data -force  # training speed of each path (report/engineering.md)
 python report/build.py  # redraws the report's figures from the results, then the report

@@ -103,21 +103,26 @@ def config_changes(recorded: Mapping[str, Any], config: Mapping[str, Any]) -> li
 
 
 def check_replaceable(results_dir: Path, name: str, config: Mapping[str, Any],
-                      force: bool = False) -> None:
+                      force: bool = False, data: Mapping[str, str] | None = None) -> None:
     """Refuse, in one line, to replace `<results_dir>/<name>.json` when it records another
-    configuration (config_changes), unless `force`: a smoke run never silently replaces a
-    committed result. Scripts call it before they start; write_results calls it again.
+    configuration (config_changes) or other data (a digest in `data`, e.g. {"md5": ...}, that
+    the file records with another value), unless `force`: a smoke run never silently replaces
+    a committed result. Scripts call it before they start; write_results calls it again.
     A file that records no configuration is not a results record and is not kept."""
     path = Path(results_dir) / f"{name}.json"
     if force or not path.exists():
         return
     try:
-        recorded = json.loads(path.read_text()).get("config")
+        record = json.loads(path.read_text())
+        recorded = record.get("config")
     except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not an object
         recorded = None
     if not isinstance(recorded, dict):
         return  # not a results record (write_results always records the configuration)
     changes = config_changes(recorded, config)
+    recorded_data = record.get("data") if isinstance(record.get("data"), dict) else {}
+    changes += [f"data {key} {recorded_data[key]} -> {value}" for key, value in (data or {}).items()
+                if key in recorded_data and recorded_data[key] != value]
     if changes:
         raise fail(f"{path} records another configuration ({', '.join(changes)}); pass -force "
                    "to replace it, or -out_dir to write elsewhere")

@@ -276,6 +276,18 @@ def test_q2_sweep_smoke_run_does_not_replace_committed_results(oct_data, tmp_pat
                     f"configuration (epochs 15 -> 1, subset None -> 50); {FORCE_HINT}")
 
 
+def test_q2_sweep_on_other_data_does_not_replace_committed_results(oct_data, tmp_path):
+    """The committed flags exactly, on another octmnist.npz: refused once the file is read,
+    before any training."""
+    out = seeded_out(tmp_path, "q2.json")
+    recorded = json.loads((out / "report" / "results" / "q2.json").read_text())["data"]["md5"]
+    other = octmnist.md5sum(oct_data / "octmnist.npz")
+    line = refused("hw2-q2.py", "-sweep", "-jobs", "2", "-data_dir", oct_data, "-out_dir", out,
+                   "-no_progress", watched=[out, oct_data])
+    assert line == (f"error: {out / 'report' / 'results' / 'q2.json'} records another "
+                    f"configuration (data md5 {recorded} -> {other}); {FORCE_HINT}")
+
+
 def test_q2_single_run_with_other_epochs_needs_force(oct_data, tmp_path):
     out = tmp_path / "out"
     common = ["-data_dir", oct_data, "-out_dir", out, "-no_progress", "-threads", "1"]
