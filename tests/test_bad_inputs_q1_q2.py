@@ -16,7 +16,9 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -412,6 +414,21 @@ def wait_for_checkpoints(process: subprocess.Popen, folder: Path) -> None:
         time.sleep(0.2)
 
 
+@contextmanager
+def long_sweep(data: Path, out: Path) -> Iterator[subprocess.Popen]:
+    """A 500-epoch `-sweep -jobs 2` once both groups are past epoch 1; on the way out its
+    whole process group is killed (the group outlives its leader while any is left)."""
+    process = start_sweep(data, out, "-epochs", "500")
+    try:
+        wait_for_checkpoints(process, out / "checkpoints" / "q2")
+        yield process
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:  # every process of the group has ended
+            pass
+
+
 def assert_resumable(folder: Path, epochs: int) -> None:
     """Only checkpoints are left in `folder` (no lock, no temporary file), each past epoch 1."""
     for path in folder.iterdir():
@@ -453,15 +470,11 @@ def test_q2_interrupted_sweep_stops_its_processes_and_keeps_resumable_checkpoint
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc to find processes")
 def test_q2_sweep_processes_die_with_a_killed_parent(data, tmp_path):
     out = tmp_path / "out"
-    process = start_sweep(data, out, "-epochs", "500")
     checkpoints = out / "checkpoints" / "q2"
-    try:
-        wait_for_checkpoints(process, checkpoints)
+    with long_sweep(data, out) as process:
         process.kill()
         process.wait(timeout=30)
         assert survivors(out) == {}
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)  # the group outlives its leader while any is left
     # nothing but the killed parent's results lock (its flock went with it)
     assert [p.relative_to(out) for p in written_files(out)] == [
         Path("report/results/q2.lock")]
@@ -471,17 +484,12 @@ def test_q2_sweep_processes_die_with_a_killed_parent(data, tmp_path):
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc to find processes")
 def test_q2_sweep_with_a_killed_process_ends_in_one_line_instead_of_waiting(data, tmp_path):
     out = tmp_path / "out"
-    process = start_sweep(data, out, "-epochs", "500")
     checkpoints = out / "checkpoints" / "q2"
-    try:
-        wait_for_checkpoints(process, checkpoints)
+    with long_sweep(data, out) as process:
         worker = next(pid for pid, cmd in sweep_processes(out).items()
                       if "--multiprocessing-fork" in cmd)
         os.kill(worker, signal.SIGKILL)  # as the out-of-memory killer would
         _, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
     proc = subprocess.CompletedProcess(process.args, process.returncode, "", stderr)
     assert error_line(proc, 1) == (
         "error: a sweep process died before its group finished (killed, or out of memory?); "
