@@ -136,15 +136,17 @@ def restore_rng(state: dict) -> None:
 
 class Checkpoint:
     """One training's state file, for Q2 and Q3 alike: `with Checkpoint(path, identity,
-    resume)` holds its lock (a second process training the same run stops at once); `load`
-    returns the saved state when -resume asked for it and the run identity matches (the RNG
-    restored), `save` writes it atomically with the identity and the RNG state."""
+    resume)` holds its lock (a second process training the same run stops at once; Q3 takes
+    `lock_path` itself, to hold it over its results too); `load` returns the saved state when
+    -resume asked for it and the run identity matches (the RNG restored), `save` writes it
+    atomically with the identity and the RNG state."""
 
     def __init__(self, path: Path, identity: dict, resume: bool):
         self.path, self.identity, self.resume = Path(path), identity, resume
-        self._lock = exclusive(self.path.with_suffix(".lock"), f"the checkpoint {self.path}")
+        self.lock_path = self.path.with_suffix(".lock")
 
     def __enter__(self) -> "Checkpoint":
+        self._lock = exclusive(self.lock_path, f"the checkpoint {self.path}")
         self._lock.__enter__()
         return self
 
