@@ -612,18 +612,16 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     out = cli.apply_common_args(args)
     name = run_name(args)
-    for stem in (name, f"{name}-analysis"):  # of other settings: replaced only with -force
-        check_replaceable(out.results, stem, vars(args), args.force)
+    corpus = open_corpus(args)
+    for stem in (name, f"{name}-analysis"):  # of other settings or data: only with -force
+        check_replaceable(out.results, stem, vars(args), args.force,
+                          {"corpus_sha256": corpus.digest()})
     checkpoint = checkpoint_path(args)
     out.ensure_writable()
     if args.analysis_only and not checkpoint.exists():
         raise fail(f"no checkpoint {checkpoint}: train first (without -analysis_only)")
     ensure_writable(checkpoint.parent, "-checkpoint_dir")
     with exclusive(checkpoint.with_suffix(".lock"), f"the {name} run"):
-        corpus = open_corpus(args)
-        for stem in (name, f"{name}-analysis"):  # nor one made from another corpus
-            check_replaceable(out.results, stem, vars(args), args.force,
-                              {"corpus_sha256": corpus.digest()})
         if args.analysis_only:
             model = restore_model(args, corpus)
         else:

@@ -136,8 +136,8 @@ def restore_rng(state: dict) -> None:
 
 class Checkpoint:
     """One training's state file, for Q2 and Q3 alike: `with Checkpoint(path, identity,
-    resume)` holds its lock (a second process training the same run stops at once; Q3 takes
-    `lock_path` itself, to hold it over its results too); `load` returns the saved state when
+    resume)` holds its lock (a second process training the same run stops at once; Q3 locks
+    the same file itself, to hold it over its results too); `load` returns the saved state when
     -resume asked for it and the run identity matches (the RNG restored), `save` writes it
     atomically with the identity and the RNG state."""
 

@@ -85,6 +85,7 @@ class LJSpeech:
         self.clips = parse_metadata(self.root / "metadata.csv")
         present = {p.stem for p in self.wav_dir.glob("*.wav")} if self.wav_dir.is_dir() else set()
         self.has_audio = [clip.id in present for clip in self.clips]
+        self._digest: str | None = None
 
     def wav_path(self, clip: Clip) -> Path:
         return self.wav_dir / f"{clip.id}.wav"
@@ -114,12 +115,15 @@ class LJSpeech:
     def digest(self) -> str:
         """sha256 over each clip's id, normalized transcript and wav size in bytes (-1 without
         audio), in corpus order: part of a run's identity, so that a checkpoint is continued
-        only on the corpus it was trained on (same counts, other transcripts: another run)."""
-        sha = hashlib.sha256()
-        for clip, has_audio in zip(self.clips, self.has_audio):
-            size = self.wav_path(clip).stat().st_size if has_audio else -1
-            sha.update(f"{clip.id}|{clip.normalized}|{size}\n".encode())
-        return sha.hexdigest()
+        only on the corpus it was trained on (same counts, other transcripts: another run).
+        Computed once per corpus (a stat of every wav)."""
+        if self._digest is None:
+            sha = hashlib.sha256()
+            for clip, has_audio in zip(self.clips, self.has_audio):
+                size = self.wav_path(clip).stat().st_size if has_audio else -1
+                sha.update(f"{clip.id}|{clip.normalized}|{size}\n".encode())
+            self._digest = sha.hexdigest()
+        return self._digest
 
 
 class DataError(Exception):
