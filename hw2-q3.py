@@ -378,8 +378,7 @@ def write_test_log(name: str, pairs: list[tuple[str, str]], results_dir: Path) -
     path = results_dir / f"{name}-test-log.txt"
     with atomic_write(path) as tmp:
         tmp.write_text("".join(f"target: {t}\npred:   {p}\n\n" for t, p in pairs))
-    return str(path.relative_to(results_dir.parent.parent)
-               if results_dir.is_relative_to(REPO_DIR) else path)
+    return str(path.relative_to(REPO_DIR) if path.is_relative_to(REPO_DIR) else path)
 
 
 def plot_both_decoders(args: argparse.Namespace, out: cli.Outputs) -> None:

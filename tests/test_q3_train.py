@@ -486,3 +486,13 @@ def test_augmentation_is_off_by_default_and_each_part_changes_the_step(tiny_corp
 def test_a_tempo_or_warp_range_of_a_half_or_more_is_a_usage_error(flag, capsys):
     assert usage_error(["-decoder", "lstm", flag, "0.5"], capsys).endswith(
         f": error: argument {flag}: must lie in [0, 0.5) (got 0.5)")
+
+
+def test_test_log_path_is_recorded_relative_to_the_repository(tmp_path, monkeypatch):
+    monkeypatch.setattr(q3, "REPO_DIR", tmp_path)  # a repository with an -out_dir inside it
+    results = tmp_path / "smoke" / "report" / "results"
+    assert q3.write_test_log("q3-x", [("ab", "ab")], results) == \
+        "smoke/report/results/q3-x-test-log.txt"
+    outside = tmp_path.parent / f"{tmp_path.name}-out" / "report" / "results"
+    assert q3.write_test_log("q3-x", [], outside) == str(outside / "q3-x-test-log.txt")
+    assert (results / "q3-x-test-log.txt").read_text() == "target: ab\npred:   ab\n\n"
