@@ -2,15 +2,17 @@
 """Put LJ Speech 1.1 for Question 3 into LJSpeech-1.1 (metadata.csv + wavs/) under -data_dir,
 else ./data ($HW2_DATA_DIR is only read from: -tts takes its metadata.csv there by default).
   default  download the real corpus (2.6 GB) through torchaudio, as the handed-out code does;
-  -tts     offline: render every transcript with espeak-ng and flite voices (varied per clip
-           from -seed: voice, rate, pitch, light noise) into the same layout and ids, leaving
-           out the clips whose genuine recording lies beside the source metadata.
-Resumable (finished clips are skipped); tts_manifest.tsv records which voice made each clip.
+  -tts     offline: render every transcript with espeak-ng, flite and festival's HTS voice
+           (varied per clip from -seed: voice, rate, pitch, light noise) into the same layout
+           and ids, leaving out the clips whose genuine recording lies beside the source metadata.
+Resumable: a clip already rendered with the voice the manifest (tts_manifest.tsv) gives it is
+kept, one rendered with another voice is rendered again.
 """
 from __future__ import annotations
 
 import argparse
 import io
+import os
 import shutil
 import subprocess
 import tempfile
@@ -25,7 +27,7 @@ from tqdm import tqdm
 
 from hw2.checkpoints import atomic_write
 from hw2.cli import (DATA_DIR_ENV, fail, positive_int, resolve_data_dir, seed_value,
-                     write_data_dir)
+                     unit_fraction, write_data_dir)
 from hw2.ljspeech import SAMPLE_RATE, SPLITS, LJSpeech, parse_metadata
 from hw2.results import Timer
 
@@ -36,12 +38,23 @@ ESPEAK_VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbcl
 ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m7", "f1", "f2", "f3", "f4", "klatt", "klatt2")
 FLITE_VOICES = ("slt", "rms", "awb", "kal")
 FLITE_SHARE = 0.3
+FESTIVAL_VOICE = "cmu_us_slt_arctic_hts"  # Debian's festvox-us-slt-hts: a US-English woman
+FESTIVAL_SHARE = 0.2
+TOOLS = {"espeak-ng": "espeak-ng", "flite": "flite", "festival": "text2wave"}
 
 
-def choose_voice(seed: int, index: int) -> dict:
-    """The speaker of clip `index`: engine, voice, rate, pitch and noise level (deterministic)."""
+def choose_voice(seed: int, index: int, festival_share: float = FESTIVAL_SHARE) -> dict:
+    """The speaker of clip `index`: engine, voice, rate, pitch and noise level (deterministic).
+    Whether festival speaks is drawn from a stream of its own, so the other clips keep the
+    voices of a corpus rendered with another festival_share (0: the espeak-ng/flite corpus)."""
     rng = np.random.default_rng([seed, index])
     noise_db = round(float(rng.uniform(30, 50)), 1)  # signal-to-noise ratio
+    festival = np.random.default_rng([seed, index, 2])
+    if festival.uniform() < festival_share:
+        return {"engine": "festival", "voice": FESTIVAL_VOICE,
+                "rate": round(float(festival.uniform(0.8, 1.1)), 3),  # HTS speed (-r)
+                "pitch": round(float(festival.uniform(-3, 3)), 1),  # semitones (-fm)
+                "snr_db": noise_db}
     if rng.uniform() < FLITE_SHARE:
         return {"engine": "flite", "voice": str(rng.choice(FLITE_VOICES)),
                 "rate": round(float(rng.uniform(0.85, 1.2)), 3),  # duration stretch
@@ -57,12 +70,19 @@ class SynthesiserError(Exception):
 
 
 def run_synthesiser(command: list[str], **kwargs) -> None:
+    """Run a synthesiser; its failure, or a festival script error (after which festival exits
+    0 and speaks in its default voice), is a SynthesiserError quoting its first line."""
     try:
-        subprocess.run(command, check=True, capture_output=True, **kwargs)
+        done = subprocess.run(command, check=True, capture_output=True, **kwargs)
     except (subprocess.CalledProcessError, OSError) as err:
         stderr = getattr(err, "stderr", None) or ""
         reason = (stderr if isinstance(stderr, str) else stderr.decode(errors="replace")).strip()
         raise SynthesiserError(f"{command[0]} failed: {reason.splitlines()[0] if reason else err}")
+    output = done.stdout + done.stderr
+    output = output if isinstance(output, str) else output.decode(errors="replace")
+    if "SIOD ERROR" in output:
+        error = next(line for line in output.splitlines() if "SIOD ERROR" in line)
+        raise SynthesiserError(f"{command[0]} failed: {error.strip()}")
 
 
 def synthesise(text: str, voice: dict, workdir: Path) -> tuple[np.ndarray, int]:
@@ -72,13 +92,19 @@ def synthesise(text: str, voice: dict, workdir: Path) -> tuple[np.ndarray, int]:
         command = ["espeak-ng", "-v", voice["voice"], "-s", str(voice["rate"]), "-p",
                    str(voice["pitch"]), "-w", str(raw), "--stdin"]
         run_synthesiser(command, input=text, text=True)
+        return read_output(raw, voice["engine"])
+    text_file = workdir / "text.txt"
+    text_file.write_text(text)
+    if voice["engine"] == "festival":
+        settings = f'(("-r" {voice["rate"]}) ("-fm" {voice["pitch"]}))'
+        command = ["text2wave", "-o", str(raw), str(text_file), "-eval",
+                   f"(begin (voice_{voice['voice']}) (set! hts_engine_params "
+                   f"(append hts_engine_params '{settings})))"]
     else:
-        text_file = workdir / "text.txt"
-        text_file.write_text(text)
         command = ["flite", "-voice", voice["voice"], "-f", str(text_file), "-o", str(raw),
                    "--setf", f"duration_stretch={voice['rate']}",
                    "--setf", f"int_f0_target_mean={voice['pitch']}"]
-        run_synthesiser(command)
+    run_synthesiser(command)
     return read_output(raw, voice["engine"])
 
 
@@ -153,26 +179,57 @@ def check_destination(folder: Path, metadata: Path) -> None:
                    "elsewhere (-metadata) or into another -data_dir")
 
 
+def check_tools(festival_share: float) -> None:
+    """Stop before rendering anything if a synthesiser, or festival's voice, is missing."""
+    needed = [engine for engine in TOOLS if engine != "festival" or festival_share > 0]
+    missing = [TOOLS[engine] for engine in needed if shutil.which(TOOLS[engine]) is None]
+    if missing:
+        raise fail(f"{', '.join(missing)} not found: apt-get install espeak-ng flite"
+                   + (" festival festvox-us-slt-hts" if festival_share > 0 else ""))
+    if festival_share > 0:  # festival loads the voice, or says it has none
+        try:
+            run_synthesiser(["festival", "--batch", f"(voice_{FESTIVAL_VOICE})"])
+        except SynthesiserError as err:
+            raise fail(f"{err} (apt-get install festvox-us-slt-hts)") from None
+
+
+def read_manifest(folder: Path) -> dict[str, str]:
+    """Clip id -> its manifest line, as a previous render left them ({} for a new folder)."""
+    path = folder / MANIFEST
+    lines = path.read_text().splitlines()[1:] if path.exists() else []
+    return {line.split("\t", 1)[0]: line for line in lines}
+
+
+def remove_stale(folder: Path, lines: dict[str, str]) -> int:
+    """Delete the wavs that a previous render made with another voice than `lines` gives."""
+    previous, removed = read_manifest(folder), 0
+    for clip_id, line in lines.items():
+        wav = folder / "wavs" / f"{clip_id}.wav"
+        if previous.get(clip_id) != line and wav.exists():
+            wav.unlink()
+            removed += 1
+    return removed
+
+
 def build_tts_corpus(metadata: Path, out_root: Path, seed: int, limit: int | None,
-                     processes: int | None, progress: bool = True) -> dict:
+                     processes: int | None, progress: bool = True,
+                     festival_share: float = FESTIVAL_SHARE) -> dict:
     """Render the corpus into <out_root>/LJSpeech-1.1; returns counts for the summary line."""
-    for tool in ("espeak-ng", "flite"):
-        if shutil.which(tool) is None:
-            raise fail(f"{tool} not found: apt-get install espeak-ng flite")
+    check_tools(festival_share)
     clips = parse_metadata(metadata)
     excluded = genuine_ids(metadata)
     folder = out_root / FOLDER
     check_destination(folder, metadata)
     (folder / "wavs").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(metadata, folder / "metadata.csv")  # same ids, order and splits
-    jobs, manifest, empty = [], ["id\tengine\tvoice\trate\tpitch\tsnr_db"], []
+    jobs, empty = [], []
     for index, clip in enumerate(clips):
         if clip.id in excluded:
             continue
         if not clip.normalized.strip():
             empty.append(clip.id)
             continue
-        voice = choose_voice(seed, index)
+        voice = choose_voice(seed, index, festival_share)
         line = (f"{clip.id}\t{voice['engine']}\t{voice['voice']}\t{voice['rate']}\t"
                 f"{voice['pitch']}\t{voice['snr_db']}")
         jobs.append((index, (clip.id, clip.normalized, voice, str(folder / "wavs"), seed, index),
@@ -180,22 +237,71 @@ def build_tts_corpus(metadata: Path, out_root: Path, seed: int, limit: int | Non
     if limit:  # the first `limit` clips of each split, so a subset has all three splits
         jobs = [job for start, stop in SPLITS.values()
                 for job in [j for j in jobs if start <= j[0] < stop][:limit]]
-    manifest += [line for _, _, line in jobs]
-    jobs = [job for _, job, _ in jobs]
-    with atomic_write(folder / MANIFEST) as tmp:
-        tmp.write_text("\n".join(manifest) + "\n")
+    lines = {job[0]: line for _, job, line in jobs}
+    removed = remove_stale(folder, lines)  # before the new manifest: an interrupted render
+    with atomic_write(folder / MANIFEST) as tmp:  # then keeps no wav of another voice
+        tmp.write_text("\n".join([MANIFEST_HEADER, *lines.values()]) + "\n")
     counts = {"rendered": 0, "skipped": 0}
     with get_context("spawn").Pool(processes, initializer=torch.set_num_threads,
                                    initargs=(1,)) as pool:  # one thread per process: see below
         try:
-            for status in tqdm(pool.imap_unordered(render_clip, jobs, chunksize=8),
+            for status in tqdm(pool.imap_unordered(render_clip, [job for _, job, _ in jobs],
+                                                   chunksize=8),
                                total=len(jobs), disable=not progress, desc="rendering",
                                unit="clip"):
                 counts[status] += 1
         except SynthesiserError as err:
             raise fail(f"{err} (rendering into {folder})") from None
-    return {**counts, "excluded_genuine": len(excluded & {c.id for c in clips}),
+    return {**counts, "rerendered": removed,
+            "excluded_genuine": len(excluded & {c.id for c in clips}),
             "empty_transcripts": empty, "folder": str(folder)}
+
+
+MANIFEST_HEADER = "id\tengine\tvoice\trate\tpitch\tsnr_db"
+
+
+def hold_out_engine(folder: Path, engine: str) -> tuple[Path, Path]:
+    """Split a rendered corpus by voice, for choices made on a voice the model never heard:
+    without-<engine>/LJSpeech-1.1 beside the corpus (every clip of the other engines, all
+    splits, with its manifest; a -data_dir) and <engine>-validation/LJSpeech-1.1 (that engine's
+    validation clips; a -heldout_dir). Both hold relative links to the corpus's wavs (no disk
+    used) and are built under a temporary name, then renamed: never half there."""
+    voices = read_manifest(folder)
+    if not voices:
+        raise fail(f"{folder / MANIFEST} not found: -hold_out needs a corpus rendered with -tts")
+    start, stop = SPLITS["validation"]
+    ids = [clip.id for clip in parse_metadata(folder / "metadata.csv")]
+    spoken = {i for i, line in voices.items() if line.split("\t")[1] == engine}
+    if not spoken:
+        raise fail(f"no clip of {folder} is spoken by {engine}")
+    kept = {"without": set(voices) - spoken, "validation": spoken & set(ids[start:stop])}
+    roots = (folder.parent / f"without-{engine}" / FOLDER,
+             folder.parent / f"{engine}-validation" / FOLDER)
+    for root, chosen in zip(roots, kept.values()):
+        partial = root.parent.with_name(root.parent.name + ".partial")
+        remove_linked_copy(partial)
+        (partial / FOLDER / "wavs").mkdir(parents=True)
+        shutil.copyfile(folder / "metadata.csv", partial / FOLDER / "metadata.csv")
+        for clip_id in chosen:
+            link = partial / FOLDER / "wavs" / f"{clip_id}.wav"
+            link.symlink_to(os.path.relpath(folder / "wavs" / f"{clip_id}.wav", link.parent))
+        if root == roots[0]:
+            (partial / FOLDER / MANIFEST).write_text("\n".join(
+                [MANIFEST_HEADER, *(voices[i] for i in ids if i in chosen)]) + "\n")
+        remove_linked_copy(root.parent)
+        partial.rename(root.parent)
+    return roots
+
+
+def remove_linked_copy(top: Path) -> None:
+    """Delete a folder that hold_out_engine made (its wavs all links); refuse any other."""
+    if not top.exists() and not top.is_symlink():
+        return
+    wavs = top / FOLDER / "wavs"
+    if top.is_symlink() or not wavs.is_dir() or any(not w.is_symlink() for w in wavs.iterdir()):
+        raise fail(f"{top} is in the way and is not a copy that -hold_out made (its wavs are "
+                   "not all links); move it elsewhere")
+    shutil.rmtree(top)
 
 
 def download(root: Path) -> None:
@@ -221,6 +327,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                              f"in ${DATA_DIR_ENV}, else in ./data)")
     parser.add_argument("-seed", type=seed_value, default=42,
                         help="speaker choices (default: %(default)s)")
+    parser.add_argument("-festival_share", type=unit_fraction, default=FESTIVAL_SHARE,
+                        help="share of the clips spoken by festival's HTS voice (0: the "
+                             "espeak-ng/flite corpus; default: %(default)s)")
+    parser.add_argument("-hold_out", default=None, choices=sorted(TOOLS), metavar="ENGINE",
+                        help="split the rendered corpus by voice (after rendering, with -tts): "
+                             "one copy (links) without ENGINE's clips to train on, one of "
+                             "ENGINE's validation clips to score (a voice no model heard)")
     parser.add_argument("-limit", type=positive_int, default=None,
                         help="render only the first N clips of each split (smoke runs)")
     parser.add_argument("-processes", type=positive_int, default=None,
@@ -232,21 +345,32 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     root = write_data_dir(args.data_dir)
+    if args.hold_out and not args.tts:  # only split the corpus already rendered there
+        print_hold_out(hold_out_engine(root / FOLDER, args.hold_out))
+        return
     with Timer() as timer:
         if args.tts:
             metadata = args.metadata or resolve_data_dir(None) / FOLDER / "metadata.csv"
             summary = build_tts_corpus(metadata, root, args.seed, args.limit, args.processes,
-                                       progress=not args.no_progress)
+                                       not args.no_progress, args.festival_share)
         else:
             root.mkdir(parents=True, exist_ok=True)
             download(root)
     corpus = LJSpeech(root / FOLDER)
     if args.tts:
-        print(f"rendered {summary['rendered']} clips, {summary['skipped']} already there, "
+        print(f"rendered {summary['rendered']} clips ({summary['rerendered']} in another "
+              f"voice before), {summary['skipped']} already there, "
               f"{summary['excluded_genuine']} genuine clips left out, "
               f"{len(summary['empty_transcripts'])} empty transcripts skipped")
     print(f"{corpus.root}: {sum(corpus.has_audio)} of {len(corpus.clips)} clips have audio "
           f"({timer.seconds:.0f} s)")
+    if args.hold_out:
+        print_hold_out(hold_out_engine(corpus.root, args.hold_out))
+
+
+def print_hold_out(roots: tuple[Path, Path]) -> None:
+    for split_root in roots:
+        print(f"{split_root}: {sum(LJSpeech(split_root).has_audio)} clips have audio")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +22,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from hw2 import REPO_DIR, cli, figures
-from hw2.asr_metrics import (SIMILARITIES, STOP, error_rates, first_stop, similarity_anatomy,
-                             string_scores)
+from hw2.asr_metrics import (SIMILARITIES, STOP, bootstrap_cer, error_rates, first_stop,
+                             similarity_anatomy, string_scores)
 from hw2.asr_model import SpeechToText
 from hw2.augment import Augmentation, augment
 from hw2.checkpoints import Checkpoint, atomic_write, check_identity, exclusive, read_checkpoint
@@ -46,9 +47,17 @@ def is_tts(corpus: LJSpeech) -> bool:
 
 
 def corpus_record(corpus: LJSpeech) -> dict:
-    """What the results files say about the data: counts, content digest, synthetic or not."""
-    return {"corpus": corpus.describe(), "corpus_sha256": corpus.digest(),
-            "synthetic_speech": is_tts(corpus)}
+    """What the results files say about the data: counts, content digest, synthetic or not,
+    and for synthetic speech how many of the clips with audio each engine spoke."""
+    record = {"corpus": corpus.describe(), "corpus_sha256": corpus.digest(),
+              "synthetic_speech": is_tts(corpus)}
+    if is_tts(corpus):
+        rows = (corpus.root / "tts_manifest.tsv").read_text().splitlines()[1:]
+        engine = dict(row.split("\t")[:2] for row in rows if "\t" in row)
+        record["engines"] = dict(sorted(Counter(
+            engine.get(clip.id, "unknown") for clip, ok in zip(corpus.clips, corpus.has_audio)
+            if ok).items()))
+    return record
 
 
 def find_real_corpus(args: argparse.Namespace, corpus: LJSpeech) -> LJSpeech | None:
@@ -62,6 +71,16 @@ def find_real_corpus(args: argparse.Namespace, corpus: LJSpeech) -> LJSpeech | N
     return real if any(real.has_audio) and not is_tts(real) else None
 
 
+def heldout_corpus(args: argparse.Namespace) -> LJSpeech | None:
+    """-heldout_dir: clips of a voice kept out of training, on which choices may be made."""
+    if args.heldout_dir is None:
+        return None
+    folder = LJSpeech(Path(args.heldout_dir))
+    if not any(folder.has_audio):
+        raise fail(f"-heldout_dir {args.heldout_dir}: no clip has audio")
+    return folder
+
+
 def load_bank(corpus: LJSpeech, clips: list[Clip], args: argparse.Namespace,
               desc: str) -> FeatureBank:
     """The clips' features and tokens in memory (on -device), computed once into -cache_dir."""
@@ -70,7 +89,10 @@ def load_bank(corpus: LJSpeech, clips: list[Clip], args: argparse.Namespace,
                    f"({corpus.describe()['clips_with_audio']} clips have audio)")
     cache = FeatureCache(Path(args.cache_dir), LogMel())
     dataset = SpeechDataset(corpus, clips, cache, TokenVectorizer())
-    return FeatureBank(dataset, args.workers, args.device, not args.no_progress, desc)
+    bank = FeatureBank(dataset, args.workers, args.device, not args.no_progress, desc)
+    if args.utterance_norm:
+        bank.normalise_per_clip()
+    return bank
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,7 +212,7 @@ def train_step(model: SpeechToText, bank: FeatureBank, indices, optimizer, optio
 RUN_IDENTITY = ("decoder", "epochs", "lr", "batch_size", "eval_batch_size", "encoder_layers",
                 "statement_norm", "train_clips", "eval_clips", "fast", "schedule",
                 "warmup_updates", "curriculum", "eval_every", "amp", "seed", "speed_perturb",
-                "vtlp", "freq_masks", "time_masks")
+                "vtlp", "freq_masks", "time_masks", "utterance_norm")
 
 
 def run_identity(args: argparse.Namespace, corpus: LJSpeech) -> dict:
@@ -334,7 +356,7 @@ def train_and_test(args: argparse.Namespace, corpus: LJSpeech, out: cli.Outputs
     wall = Timer()
     configure_seed(args.seed)
     options = Options.from_args(args)
-    real_corpus = find_real_corpus(args, corpus)
+    real_corpus, heldout = find_real_corpus(args, corpus), heldout_corpus(args)
     bank = load_bank(corpus, corpus.split("train", args.train_clips), args, "train features")
     validation = load_bank(corpus, corpus.split("validation", args.eval_clips), args,
                            "validation features")
@@ -347,13 +369,11 @@ def train_and_test(args: argparse.Namespace, corpus: LJSpeech, out: cli.Outputs
                "train_seconds": trained["seconds"], "updates": trained["updates"],
                "updates_per_epoch": trained["updates_per_epoch"],
                "device": device_name(options.device), "parameters": model.parameter_counts()}
-    if real_corpus is not None:
-        real_clips = [c for c, ok in zip(real_corpus.clips, real_corpus.has_audio) if ok]
-        real, real_pairs = evaluate(model, load_bank(real_corpus, real_clips, args, "genuine"),
-                                    vectorizer, options, "real clips")
-        results["real_clips"] = {"root": str(real_corpus.root), "clips": len(real_clips),
-                                 "metrics": real, "examples": real_pairs[:10]}
-        pairs = pairs + [("[genuine] " + t, p) for t, p in real_pairs]
+    for key, label, folder in (("real_clips", "genuine", real_corpus),
+                               ("heldout_clips", "held-out voice", heldout)):
+        if folder is not None:
+            results[key], folder_pairs = score_folder(model, folder, args, options, label)
+            pairs = pairs + [(f"[{label}] " + t, p) for t, p in folder_pairs]
     results["test_log"] = write_test_log(run_name(args), pairs, out.results)
     print("test: " + json.dumps({k: round(v, 4) for k, v in test.items()}))
     seconds = wall.lap()
@@ -364,6 +384,17 @@ def train_and_test(args: argparse.Namespace, corpus: LJSpeech, out: cli.Outputs
     plot_both_decoders(args, out)
     print(f"wrote {path} ({seconds:.0f} s)")
     return model
+
+
+def score_folder(model: SpeechToText, folder: LJSpeech, args: argparse.Namespace,
+                 options: Options, label: str) -> tuple[dict, list[tuple[str, str]]]:
+    """Every clip with audio of a folder scored apart from the test split: its metrics, a
+    bootstrap interval of its CER (few clips), the first examples, and all its pairs."""
+    clips = [c for c, ok in zip(folder.clips, folder.has_audio) if ok]
+    metrics, pairs = evaluate(model, load_bank(folder, clips, args, label), TokenVectorizer(),
+                              options, label)
+    return {"root": str(folder.root), "clips": len(clips), "metrics": metrics,
+            "cer_95ci": bootstrap_cer(pairs), "examples": pairs[:10]}, pairs
 
 
 def device_name(device: str) -> str:
@@ -499,8 +530,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_configuration_args(parser.add_argument_group(
         "handed-out configuration", "what is trained; the defaults are the handed-out ones"))
     add_augmentation_args(parser.add_argument_group(
-        "augmentation", "of the training batches, drawn from the seed and the update (all off "
-                        "by default, as handed out)"))
+        "augmentation", "of the training batches, drawn from the seed and the update, and "
+                        "per-clip normalisation (all off by default, as handed out)"))
     add_speed_args(parser.add_argument_group(
         "speed", "-fast and -amp change the batches or the precision, the others nothing but "
                  "the time"))
@@ -560,6 +591,9 @@ def add_augmentation_args(group) -> None:
     group.add_argument("-time_masks", type=non_negative_int, default=0, metavar="N",
                        help=f"SpecAugment: N masks of up to {Augmentation.time_width} frames "
                             "per clip")
+    group.add_argument("-utterance_norm", action="store_true",
+                       help="normalise each mel bin of each clip to zero mean and unit "
+                            "variance over the clip (training and evaluation alike)")
 
 
 def add_speed_args(group) -> None:
@@ -604,6 +638,9 @@ def add_run_control_args(group) -> None:
     group.add_argument("-real_dir", default=None,
                        help="LJ-layout folder of genuine recordings scored separately (default: "
                             "LJSpeech-1.1 in $HW2_DATA_DIR when it is not the training corpus)")
+    group.add_argument("-heldout_dir", default=None,
+                       help="LJ-layout folder of a voice kept out of training, scored "
+                            "separately: what choices are made on, never the genuine clips")
     add_common_args(group, threads=True)
 
 

@@ -59,6 +59,29 @@ def error_rates(pairs: list[tuple[str, str]]) -> dict[str, float]:
     return {"wer": jiwer.wer(refs, hyps), "cer": jiwer.cer(refs, [p for _, p in pairs])}
 
 
+def character_edits(pairs: list[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per clip: character edits (substitutions, deletions, insertions) and reference
+    characters, as jiwer.cer counts them (their sums' ratio is the corpus CER)."""
+    import jiwer
+    edits, chars = [], []
+    for target, prediction in pairs:
+        counts = jiwer.process_characters(target, prediction)
+        edits.append(counts.substitutions + counts.deletions + counts.insertions)
+        chars.append(counts.hits + counts.substitutions + counts.deletions)
+    return np.array(edits), np.array(chars)
+
+
+def bootstrap_cer(pairs: list[tuple[str, str]], resamples: int = 10_000, seed: int = 0,
+                  level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the corpus CER over clips drawn with replacement:
+    the uncertainty of a CER measured on a few clips (36 genuine recordings)."""
+    edits, chars = character_edits(pairs)
+    draws = np.random.default_rng(seed).integers(0, len(pairs), (resamples, len(pairs)))
+    cers = edits[draws].sum(axis=1) / np.maximum(chars[draws].sum(axis=1), 1)
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(cers, tail)), float(np.percentile(cers, 100 - tail))
+
+
 def similarity_anatomy(targets: list[list[int]], generated: list[list[int]],
                        example: int) -> dict:
     """The counts behind each similarity, for one clip, and how the three rank on every clip.

@@ -79,6 +79,14 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def unit_fraction(text: str) -> float:
+    """0 .. 1: shares of a corpus."""
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie in 0..1 (got {text})")
+    return value
+
+
 def seed_value(text: str) -> int:
     """0 .. 2^32 - 1, the seeds numpy accepts (configure_seed seeds numpy too)."""
     value = int(text)

@@ -322,6 +322,18 @@ class FeatureBank:
     def __len__(self) -> int:
         return len(self.clips)
 
+    def normalise_per_clip(self) -> None:
+        """Give each mel bin of each clip zero mean and unit variance over the clip's frames
+        (cepstral mean and variance normalisation), in place: a recording channel or a
+        synthesiser's spectral colour is a per-clip offset of the log-mel, which this removes.
+        At most one temporary the size of the features (the bank can hold gigabytes)."""
+        owner = torch.repeat_interleave(torch.arange(len(self)), self.lengths).to(self.device)
+        count = self.lengths.to(self.device, torch.float32)
+        sums = torch.zeros(self.features.shape[0], len(self), device=self.device)
+        self.features -= (sums.index_add(1, owner, self.features) / count)[:, owner]
+        var = sums.index_add(1, owner, self.features.square()) / count
+        self.features /= var.sqrt().clamp(min=1e-4)[:, owner]
+
     @staticmethod
     def as_arrays(item: tuple[torch.Tensor, torch.Tensor, int]
                   ) -> tuple[np.ndarray, np.ndarray, int]:

@@ -79,8 +79,8 @@ def script_path() -> str:
 # that wrote a results file and the one that replaces it.
 RUN_CONTROL = frozenset({
     "resume", "no_progress", "threads", "workers", "jobs", "cache_dir",
-    "checkpoint_dir", "out_dir", "force", "analysis_only", "data_dir", "real_dir", "real_images",
-    "device"})
+    "checkpoint_dir", "out_dir", "force", "analysis_only", "data_dir", "real_dir", "heldout_dir",
+    "real_images", "device"})
 
 
 def config_changes(recorded: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:

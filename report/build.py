@@ -30,6 +30,7 @@ REPO_DIR = REPORT_DIR.parent
 sys.path.insert(0, str(REPO_DIR))
 
 from hw2 import figures  # noqa: E402
+from hw2.asr_metrics import bootstrap_cer  # noqa: E402
 
 RESULTS_DIR = REPORT_DIR / "results"
 PLOTS_DIR = REPO_DIR / "plots"
@@ -213,25 +214,108 @@ def check_synthetic_speech(res: Results) -> None:
 
 def table_q3_test(res: Results) -> str:
     """Test results of the four runs on the synthetic test split, with how closely each
-    cross-attention follows the audio (correlation of peak frame and character position)."""
+    cross-attention follows the audio (correlation of peak frame and character position), and
+    the CER on the genuine recordings."""
     rows = []
     for (decoder, setting), name in Q3_RUNS.items():
         test = res.get(name, "results.test")
         align = res.get(f"{name}-analysis",
                         "results.attention.cross_peak_position_correlation_mean")
+        genuine = res.get(name, "results.real_clips.metrics.cer")
         rows.append([DECODERS[decoder], SETTINGS[setting]]
-                    + [f"{test[k]:.4f}" for k in METRICS] + [f"{align:.2f}"])
-    return markdown_table(["decoder", "run", *METRICS.values(), "alignment"], rows)
+                    + [f"{test[k]:.4f}" for k in METRICS] + [f"{align:.2f}", f"{genuine:.3f}"])
+    return markdown_table(["decoder", "run", *METRICS.values(), "alignment", "genuine CER"],
+                          rows)
+
+
+# Issue 25's runs: the CPU recipe before it (espeak-ng and flite voices, no augmentation), and
+# the short attention-decoder runs that measure each ingredient alone on the corpus without
+# festival's voice, chosen on that voice (never on the genuine recordings).
+BEFORE = {"lstm": "q3-lstm-espeak-flite", "transformer": "q3-transformer-espeak-flite"}
+INGREDIENTS = {"none": "nothing (espeak-ng and flite voices only)",
+               "speed": "tempo perturbation", "vtlp": "vocal-tract-length perturbation",
+               "specaugment": "SpecAugment masks",
+               "utterance-norm": "per-clip feature normalisation"}
+INGREDIENT_FLAGS = ("speed_perturb", "vtlp", "freq_masks", "time_masks", "utterance_norm")
+
+
+def logged_pairs(res: Results, name: str, label: str) -> list[tuple[str, str]]:
+    """The (target, prediction) pairs of one kind of clip in a run's test log."""
+    path = res.dir / f"{name}-test-log.txt"
+    if not path.exists():
+        raise BuildError(f"missing test log {path}; run the script that writes it")
+    pairs = re.findall(rf"^target: \[{re.escape(label)}\] (.*)\npred:   (.*)$",
+                       path.read_text(), flags=re.M)
+    if not pairs:
+        raise BuildError(f"{path} has no [{label}] clips")
+    return pairs
+
+
+def cer_with_interval(res: Results, name: str, key: str, label: str) -> str:
+    """A CER with its 95% bootstrap interval over the clips (from the run's test log)."""
+    low, high = bootstrap_cer(logged_pairs(res, name, label))
+    return f"{res.get(name, f'results.{key}.metrics.cer'):.3f} [{low:.2f}, {high:.2f}]"
+
+
+def augmentation_label(config: dict, short: bool = False) -> str:
+    """The augmentation flags a run was given ("none" without any); `short`: in words."""
+    flags = [f"-{flag} {config[flag]}" for flag in INGREDIENT_FLAGS[:4] if config.get(flag)]
+    flags += ["-utterance_norm"] * bool(config.get("utterance_norm"))
+    if not short:
+        return " ".join(flags) or "none"
+    words = {"-speed_perturb": "tempo", "-vtlp": "VTLP", "-freq_masks": "masks",
+             "-time_masks": "masks", "-utterance_norm": "per-clip norm"}
+    return ", ".join(dict.fromkeys(words[f.split()[0]] for f in flags)) or "none"
+
+
+def corpus_label(res: Results, name: str) -> str:
+    """The engines that spoke the training corpus, with their shares (results files written
+    before the corpus had festival's voice do not count them: espeak-ng and flite)."""
+    engines = res.get(name, "data").get("engines", {"espeak-ng": 0, "flite": 0})
+    total = sum(engines.values())
+    return ", ".join(f"{e} {n / total:.0%}" if total else e for e, n in engines.items())
 
 
 def table_q3_genuine(res: Results) -> str:
-    """The same models on the genuine LJ Speech recordings no model heard."""
+    """Synthetic test and genuine CER of every committed run: the statement's setting, the CPU
+    recipe before issue 25 and the CPU recipe now."""
+    runs = [(d, SETTINGS["gpu"], Q3_RUNS[d, "gpu"]) for d in DECODERS] + \
+        [(d, "CPU recipe, previous form", BEFORE[d]) for d in DECODERS] + \
+        [(d, SETTINGS["cpu"], Q3_RUNS[d, "cpu"]) for d in DECODERS]
+    rows = [[DECODERS[d], run, corpus_label(res, name),
+             augmentation_label(res.get(name, "config"), short=True),
+             f"{res.get(name, 'results.test.cer'):.3f}",
+             cer_with_interval(res, name, "real_clips", "genuine")] for d, run, name in runs]
+    return markdown_table(["decoder", "run", "training voices", "augmentation",
+                           "synthetic test CER", "genuine CER [95% interval]"], rows)
+
+
+def table_q3_ingredients(res: Results) -> str:
+    """Each ingredient alone, in short attention-decoder runs: synthetic test CER, the voice
+    no model heard (what the choice is made on) and the genuine recordings (reported only)."""
     rows = []
-    for (decoder, setting), name in Q3_RUNS.items():
-        real = res.get(name, "results.real_clips")
-        rows.append([DECODERS[decoder], SETTINGS[setting], real["clips"]]
-                    + [f"{real['metrics'][k]:.4f}" for k in METRICS])
-    return markdown_table(["decoder", "run", "clips", *METRICS.values()], rows)
+    for arm, label in INGREDIENTS.items():
+        name = f"q3-transformer-ingredient-{arm}"
+        rows.append([label, augmentation_label(res.get(name, "config")),
+                     f"{res.get(name, 'results.test.cer'):.3f}",
+                     cer_with_interval(res, name, "heldout_clips", "held-out voice"),
+                     cer_with_interval(res, name, "real_clips", "genuine")])
+    return markdown_table(["ingredient", "flags", "synthetic test CER",
+                           "held-out voice CER [95% interval]",
+                           "genuine CER [95% interval]"], rows)
+
+
+def table_q3_genuine_examples(res: Results) -> str:
+    """The first genuine recordings as the attention decoder of the CPU recipe transcribed
+    them before issue 25 and now."""
+    before = res.get(BEFORE["transformer"], "results.real_clips.examples")
+    now = res.get(Q3_RUNS["transformer", "cpu"], "results.real_clips.examples")
+    if [t for t, _ in before[:4]] != [t for t, _ in now[:4]]:
+        raise BuildError("the two runs' first genuine examples are not the same clips")
+    rows = [[target, old, new] for (target, old), (_, new) in zip(before[:4], now[:4])]
+    return markdown_table(["genuine recording (transcript, first 98 characters)",
+                           "CPU recipe, previous form", "CPU recipe (festival + augmentation)"],
+                          rows, wrap=True)
 
 
 def table_q3_settings(res: Results) -> str:
@@ -245,6 +329,8 @@ def table_q3_settings(res: Results) -> str:
                                      f"per update, {config['warmup_updates']} warm-up updates"),
                 "precision": "bf16" if config["amp"] else "float32",
                 "first epoch": "shortest clip first" if config["curriculum"] else "shuffled",
+                "training voices": corpus_label(res, name),
+                "augmentation": augmentation_label(config, short=True),
                 "device": device_label(name, res)}
 
     def cell(setting: str, key: str) -> str:
@@ -361,6 +447,7 @@ TABLES: dict[str, Callable[[Results], str]] = {
     "q1_feature_map": table_q1_feature_map, "q1_positivity": table_q1_positivity,
     "q2_runs": table_q2_runs, "q2_params": table_q2_params, "q2_speed": table_q2_speed,
     "q3_test": table_q3_test, "q3_genuine": table_q3_genuine, "q3_settings": table_q3_settings,
+    "q3_ingredients": table_q3_ingredients, "q3_genuine_examples": table_q3_genuine_examples,
     "q3_similarity_example": table_q3_similarity_example, "q3_speed": table_q3_speed,
     "q3_speed_gpu": table_q3_speed_gpu, "q3_runs": table_q3_runs,
     "q3_commands": table_q3_commands,
@@ -388,6 +475,9 @@ def redraw_figures(res: Results, plots_dir: Path = PLOTS_DIR) -> None:
     histories = {key: res.get(name, "results.history") for key, name in Q3_RUNS.items()}
     for (decoder, _), name in Q3_RUNS.items():
         figures.plot_q3_history(name, decoder, histories[decoder, _], plots_dir)
+    for arm in INGREDIENTS:  # issue 25's short runs: each ingredient alone
+        name = f"q3-transformer-ingredient-{arm}"
+        figures.plot_q3_history(name, "transformer", res.get(name, "results.history"), plots_dir)
     figures.plot_q3_decoders("q3-both", {d: histories[d, "cpu"] for d in DECODERS}, plots_dir)
     figures.plot_q3_comparison("q3-decoders", {
         title: {d: histories[d, s] for d in DECODERS}

@@ -178,6 +178,18 @@ def test_feature_bank_batches_equal_the_handed_out_padding(tmp_path, workers):
     torch.testing.assert_close(fixed[:, :, :longest], audio, rtol=0, atol=0)
 
 
+def test_per_clip_normalisation_equals_each_clip_normalised_alone(tmp_path):
+    bank = lj.FeatureBank(speech_dataset(tmp_path, [0.3, 0.5, 0.4]), progress=False)
+    before = [bank.batch([i], None)[0][0] for i in range(len(bank))]  # (n_mels, frames) each
+    bank.normalise_per_clip()
+    audio, _, lengths = bank.batch(torch.arange(len(bank)), None)
+    for clip, (original, frames) in enumerate(zip(before, lengths.tolist())):
+        mean = original.mean(dim=1, keepdim=True)
+        expected = (original - mean) / (original - mean).pow(2).mean(dim=1, keepdim=True).sqrt()
+        torch.testing.assert_close(audio[clip, :, :frames], expected, atol=1e-4, rtol=1e-4)
+        assert not audio[clip, :, frames:].any()  # the padding stays zero
+
+
 def test_feature_bank_crops_long_clips_and_names_a_bad_file(tmp_path, capsys):
     ds = speech_dataset(tmp_path, [0.3, 21.0])  # 21 s: 2,895 frames > 2,754
     bank = lj.FeatureBank(ds, progress=False)
@@ -213,14 +225,40 @@ def test_clip_batches_cover_each_clip_once_and_resume_from_the_epoch_alone():
 
 
 def test_voice_choice_is_deterministic_and_varied():
-    voices = [dl.choose_voice(42, i) for i in range(200)]
-    assert voices == [dl.choose_voice(42, i) for i in range(200)]
-    assert {v["engine"] for v in voices} == {"espeak-ng", "flite"}
+    voices = [dl.choose_voice(42, i) for i in range(400)]
+    assert voices == [dl.choose_voice(42, i) for i in range(400)]
+    assert {v["engine"] for v in voices} == {"espeak-ng", "flite", "festival"}
     assert len({v["voice"] for v in voices}) > 20
+    festival = [v for v in voices if v["engine"] == "festival"]
+    assert 0.15 < len(festival) / len(voices) < 0.25  # FESTIVAL_SHARE = 0.2
+    assert all(0.8 <= v["rate"] <= 1.1 and -3 <= v["pitch"] <= 3 for v in festival)
 
 
-@pytest.mark.skipif(not all(map(__import__("shutil").which, ["espeak-ng", "flite"])),
-                    reason="espeak-ng / flite not installed (apt-get install espeak-ng flite)")
+def test_festival_takes_its_share_without_changing_the_other_clips_voices():
+    """A clip that festival does not speak keeps the voice of the espeak-ng/flite corpus
+    (share 0), so a corpus rendered before festival is re-rendered only in festival's part."""
+    for index in range(300):
+        voice = dl.choose_voice(42, index)
+        if voice["engine"] != "festival":
+            assert voice == dl.choose_voice(42, index, festival_share=0.0)
+    assert all(dl.choose_voice(7, i, festival_share=1.0)["engine"] == "festival"
+               for i in range(20))
+
+
+def synthesisers_ready() -> bool:
+    try:
+        dl.check_tools(festival_share=1.0)  # every engine, and festival's voice, say a word
+    except SystemExit:
+        return False
+    return True
+
+
+needs_synthesisers = pytest.mark.skipif(
+    not synthesisers_ready(), reason="synthesisers not installed (apt-get install espeak-ng "
+                                     "flite festival festvox-us-slt-hts)")
+
+
+@needs_synthesisers
 def test_tts_corpus_in_lj_layout_without_the_genuine_transcripts(tmp_path):
     source = write_corpus(tmp_path / "src" / "LJSpeech-1.1",
                           ["LJ001-0001|Genuine one.|genuine one.",
@@ -247,8 +285,74 @@ def test_tts_corpus_in_lj_layout_without_the_genuine_transcripts(tmp_path):
     again = subprocess.run([sys.executable, str(REPO / "download_ljspeech.py"), "-tts",
                             "-metadata", str(source / "metadata.csv"), "-data_dir", str(out),
                             "-no_progress"], capture_output=True, text=True)
-    assert "rendered 0 clips, 2 already there" in again.stdout
+    assert "rendered 0 clips (0 in another voice before), 2 already there" in again.stdout
     assert (folder / "wavs" / "LJ001-0002.wav").stat().st_mtime_ns == before
+
+
+def render(source, out, *flags):
+    return subprocess.run([sys.executable, str(REPO / "download_ljspeech.py"), "-tts",
+                           "-metadata", str(source), "-data_dir", str(out), "-no_progress",
+                           "-processes", "2", *flags], capture_output=True, text=True)
+
+
+@needs_synthesisers
+def test_a_clip_given_another_voice_is_rendered_again_and_the_corpus_splits_by_voice(tmp_path):
+    lines = [f"LJ001-{i:04d}|Clip number {i}.|clip number {i}." for i in range(1, 5)]
+    source = write_corpus(tmp_path / "src" / "LJSpeech-1.1", lines)
+    out = tmp_path / "out"
+    assert render(source / "metadata.csv", out, "-festival_share", "0").returncode == 0
+    folder = out / "LJSpeech-1.1"
+    before = {p.name: p.stat().st_mtime_ns for p in (folder / "wavs").glob("*.wav")}
+    proc = render(source / "metadata.csv", out, "-festival_share", "1", "-hold_out", "festival")
+    assert proc.returncode == 0, proc.stderr
+    assert "rendered 4 clips (4 in another voice before), 0 already there" in proc.stdout
+    after = {p.name: p.stat().st_mtime_ns for p in (folder / "wavs").glob("*.wav")}
+    assert after.keys() == before.keys() and all(after[k] != before[k] for k in after)
+    engines = [line.split("\t")[1] for line in
+               (folder / "tts_manifest.tsv").read_text().splitlines()[1:]]
+    assert engines == ["festival"] * 4
+    # every clip is festival's and none is in the validation split (LJ001 is training)
+    without, heard = (out / "without-festival" / "LJSpeech-1.1",
+                      out / "festival-validation" / "LJSpeech-1.1")
+    assert not list((without / "wavs").iterdir()) and not list((heard / "wavs").iterdir())
+    assert (without / "metadata.csv").read_text() == (folder / "metadata.csv").read_text()
+
+
+def test_hold_out_splits_by_engine_and_split_with_links(tmp_path, capsys):
+    """A corpus whose validation clips are spoken by two engines: the held-out engine's
+    validation clips go to one folder, every other clip (all splits) to the other."""
+    validation = lj.SPLITS["validation"][0]
+    ids = [f"LJ{i:03d}-0001" for i in range(validation + 4)]
+    folder = write_corpus(tmp_path / "LJSpeech-1.1", [f"{i}|a b.|a b." for i in ids],
+                          ids[:2] + ids[validation:])
+    engines = {i: "festival" if n % 2 else "flite" for n, i in enumerate(ids)}
+    present = ids[:2] + ids[validation:]
+    (folder / "tts_manifest.tsv").write_text("id\tengine\tvoice\trate\tpitch\tsnr_db\n" + "".join(
+        f"{i}\t{engines[i]}\tv\t1\t0\t40\n" for i in present))
+    dl.main(["-data_dir", str(tmp_path), "-hold_out", "festival"])  # no -tts: split only
+    without, heard = (tmp_path / "without-festival" / "LJSpeech-1.1",
+                      tmp_path / "festival-validation" / "LJSpeech-1.1")
+    assert capsys.readouterr().out.splitlines() == [f"{without}: 3 clips have audio",
+                                                    f"{heard}: 2 clips have audio"]
+    assert sorted(p.stem for p in (heard / "wavs").iterdir()) == \
+        [i for i in ids[validation:] if engines[i] == "festival"]
+    assert sorted(p.stem for p in (without / "wavs").iterdir()) == \
+        sorted(i for i in present if engines[i] == "flite")
+    assert all(p.is_symlink() and p.resolve().parent == (folder / "wavs").resolve()
+               for p in (heard / "wavs").iterdir())
+    assert lj.LJSpeech(without).split("validation") and (without / "tts_manifest.tsv").exists()
+    with pytest.raises(SystemExit, match="no clip of .* is spoken by espeak-ng"):
+        dl.hold_out_engine(folder, "espeak-ng")
+    real = tmp_path / "festival-validation" / "LJSpeech-1.1" / "wavs" / "mine.wav"
+    real.unlink(missing_ok=True)
+    real.write_bytes(b"RIFF")  # a file of the user's in the way: refused, left alone
+    with pytest.raises(SystemExit, match="festival-validation is in the way and is not a copy "
+                                         "that -hold_out made"):
+        dl.hold_out_engine(folder, "festival")
+    assert real.read_bytes() == b"RIFF"
+    (folder / "tts_manifest.tsv").unlink()
+    with pytest.raises(SystemExit, match="-hold_out needs a corpus rendered with -tts"):
+        dl.hold_out_engine(folder, "festival")
 
 
 def test_download_offline_fails_in_one_line(tmp_path):
@@ -261,7 +365,9 @@ def test_download_offline_fails_in_one_line(tmp_path):
 @pytest.mark.parametrize("flags,message", [
     (["-limit", "-1"], "argument -limit: must be a positive integer (got -1)"),
     (["-processes", "0"], "argument -processes: must be a positive integer (got 0)"),
-    (["-seed", "-1"], "argument -seed: must lie in 0..4294967295 (got -1)")])
+    (["-seed", "-1"], "argument -seed: must lie in 0..4294967295 (got -1)"),
+    (["-festival_share", "1.5"], "argument -festival_share: must lie in 0..1 (got 1.5)"),
+    (["-hold_out", "sapi"], "argument -hold_out: invalid choice: 'sapi'")])
 def test_download_bad_counts_are_usage_errors(flags, message, capsys):
     dl = load_script("download_ljspeech.py")
     with pytest.raises(SystemExit) as stop:
@@ -278,6 +384,15 @@ def test_a_failing_synthesiser_says_why_in_one_line():
         dl.run_synthesiser(failing)
     with pytest.raises(dl.SynthesiserError, match="no-such-synthesiser failed"):
         dl.run_synthesiser(["no-such-synthesiser"])
+
+
+def test_a_festival_script_error_is_a_synthesiser_error_though_festival_exits_0():
+    """festival, asked for a voice it lacks, says so and speaks in its default voice."""
+    erring = [sys.executable, "-c", "print('SIOD ERROR: unbound variable : voice_x'); "
+              "print('more')"]
+    with pytest.raises(dl.SynthesiserError, match="failed: SIOD ERROR: unbound variable : "
+                                                  "voice_x$"):
+        dl.run_synthesiser(erring)
 
 
 def test_a_synthesiser_without_audio_is_a_synthesiser_error(tmp_path):

@@ -51,6 +51,17 @@ def test_error_rates():
     assert rates["cer"] == pytest.approx((1 + 5) / (6 + 5))
 
 
+def test_bootstrap_interval_of_the_cer():
+    pairs = [("a bc d", "a xc d"), ("hello", ""), ("same", "same"), ("abc", "abd")]
+    edits, chars = metrics.character_edits(pairs)
+    assert edits.tolist() == [1, 5, 0, 1] and chars.tolist() == [6, 5, 4, 3]
+    assert edits.sum() / chars.sum() == pytest.approx(metrics.error_rates(pairs)["cer"])
+    low, high = metrics.bootstrap_cer(pairs, resamples=2000)
+    assert low < edits.sum() / chars.sum() < high
+    assert (low, high) == metrics.bootstrap_cer(pairs, resamples=2000)  # seeded
+    assert metrics.bootstrap_cer(pairs[:1]) == pytest.approx((1 / 6, 1 / 6))  # one clip: no spread
+
+
 def scheduled_rates(steps: int, *schedule, **options) -> tuple[list[float], float]:
     """The learning rate (peak 1e-3) at each of `steps` scheduler steps of
     make_scheduler(optimizer, *schedule, **options), and the rate after the last step."""
@@ -187,6 +198,30 @@ def test_faithful_run_writes_results_plots_and_log(tiny_corpus, tmp_path, capsys
     assert (tmp_path / "out" / "plots" / "q3-transformer-loss.png").exists()
     log = (tmp_path / "out" / "report" / "results" / "q3-transformer-test-log.txt").read_text()
     assert log.count("target: ") == 2 and "target: iota" in log
+
+
+def test_a_held_out_voice_is_scored_apart_with_its_interval(tiny_corpus, tmp_path):
+    heldout = write_corpus(tmp_path / "voice" / "LJSpeech-1.1",
+                           ["LJ100|kappa|kappa", "LJ101|theta|theta", "LJ102|rho|rho"],
+                           ["LJ100", "LJ101"], seconds=0.3)
+    q3.main(cli(tiny_corpus, tmp_path, "out", "-epochs", "1", "-fast", "-utterance_norm",
+                "-heldout_dir", str(heldout), "-checkpoint_dir", str(tmp_path / "ck")))
+    scored = results(tmp_path, "out")["heldout_clips"]
+    assert scored["clips"] == 2 and len(scored["examples"]) == 2
+    low, high = scored["cer_95ci"]
+    assert low <= scored["metrics"]["cer"] <= high
+    log = (tmp_path / "out" / "report" / "results" / "q3-transformer-test-log.txt").read_text()
+    assert log.count("target: [held-out voice] ") == 2
+    empty = write_corpus(tmp_path / "empty" / "LJSpeech-1.1", ["LJ100|kappa|kappa"])
+    with pytest.raises(SystemExit, match=rf"^error: -heldout_dir {empty}: no clip has audio$"):
+        q3.main(cli(tiny_corpus, tmp_path, "out2", "-epochs", "1", "-heldout_dir", str(empty)))
+
+
+def test_per_clip_normalisation_is_part_of_the_run_identity(tiny_corpus, tmp_path):
+    q3.main(cli(tiny_corpus, tmp_path, "a", "-epochs", "1", "-checkpoint_dir", str(tmp_path)))
+    with pytest.raises(SystemExit, match=r"another run \(utterance_norm False -> True\)"):
+        q3.main(cli(tiny_corpus, tmp_path, "b", "-epochs", "1", "-utterance_norm", "-resume",
+                    "-checkpoint_dir", str(tmp_path)))
 
 
 def attention_summary(tmp_path, name):

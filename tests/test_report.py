@@ -262,3 +262,25 @@ def test_figure_legends_use_names_not_result_keys(tmp_path, monkeypatch):
         assert texts and not any("_" in t for t in texts), (name, texts)
         assert not any("transformer" in t for t in texts), (name, texts)
         matplotlib.pyplot.close(fig)
+
+
+def test_intervals_from_the_test_logs_equal_those_the_runs_recorded():
+    """The report's CER intervals are recomputed from each run's test log; for the runs that
+    also recorded theirs, the two agree, and the log holds every scored clip."""
+    res = build.Results(build.RESULTS_DIR)
+    runs = [("q3-transformer", "real_clips", "genuine"), ("q3-lstm", "real_clips", "genuine")]
+    runs += [(f"q3-transformer-ingredient-{arm}", key, label) for arm in build.INGREDIENTS
+             for key, label in (("real_clips", "genuine"), ("heldout_clips", "held-out voice"))]
+    for name, key, label in runs:
+        pairs = build.logged_pairs(res, name, label)
+        assert len(pairs) == res.get(name, f"results.{key}.clips")
+        assert list(build.bootstrap_cer(pairs)) == res.get(name, f"results.{key}.cer_95ci")
+
+
+def test_augmentation_labels_name_each_flag_once():
+    config = {"speed_perturb": 0.1, "vtlp": 0.0, "freq_masks": 2, "time_masks": 2,
+              "utterance_norm": True}
+    assert build.augmentation_label(config) == \
+        "-speed_perturb 0.1 -freq_masks 2 -time_masks 2 -utterance_norm"
+    assert build.augmentation_label(config, short=True) == "tempo, masks, per-clip norm"
+    assert build.augmentation_label({}) == build.augmentation_label({}, short=True) == "none"

@@ -32,7 +32,8 @@ COMMITTED = [REPO / "report" / "results", REPO / "plots"]
 # The command of the committed report/results/q3-lstm.json (reproduce.sh), without -data_dir.
 Q3_LSTM = ["-decoder", "lstm", "-fast", "-batch_size", "16", "-schedule", "update",
            "-warmup_updates", "100", "-amp", "-threads", "1", "-workers", "0", "-resume",
-           "-no_progress", "-curriculum", "-learning_rate", "2e-3"]
+           "-no_progress", "-curriculum", "-learning_rate", "2e-3", "-speed_perturb", "0.1",
+           "-vtlp", "0.1", "-freq_masks", "2", "-time_masks", "2", "-utterance_norm"]
 FORCE_HINT = "pass -force to replace it, or -out_dir to write elsewhere"
 
 
@@ -102,8 +103,9 @@ def fake_synthesisers(tmp_path) -> str:
     return f"{folder}{os.pathsep}{os.environ['PATH']}"
 
 
-@pytest.mark.skipif(not all(map(shutil.which, ["espeak-ng", "flite"])),
-                    reason="espeak-ng / flite not installed (apt-get install espeak-ng flite)")
+@pytest.mark.skipif(not all(map(shutil.which, ["espeak-ng", "flite", "text2wave"])),
+                    reason="synthesisers not installed (apt-get install espeak-ng flite festival "
+                           "festvox-us-slt-hts)")
 def test_tts_writes_to_dot_data_and_only_reads_hw2_data_dir(genuine, tmp_path):
     """The issue's case: HW2_DATA_DIR set as the README says, -tts without -data_dir."""
     work = tmp_path / "work"
@@ -147,8 +149,9 @@ def test_a_synthesiser_that_writes_no_wav_is_one_line_naming_clip_and_engine(
                     f"into {tmp_path / 'out' / 'LJSpeech-1.1'})")
 
 
-@pytest.mark.skipif(not all(map(shutil.which, ["espeak-ng", "flite"])),
-                    reason="espeak-ng / flite not installed (apt-get install espeak-ng flite)")
+@pytest.mark.skipif(not all(map(shutil.which, ["espeak-ng", "flite", "text2wave"])),
+                    reason="synthesisers not installed (apt-get install espeak-ng flite festival "
+                           "festvox-us-slt-hts)")
 def test_tts_under_a_file_size_limit_is_one_line_and_leaves_no_partial_wav(genuine, tmp_path):
     """A full disk in a rendering worker reaches the parent as one line (not a worker that
     dies silently and leaves the pool waiting)."""
@@ -215,6 +218,13 @@ def seeded_out(tmp_path: Path, *committed: str) -> Path:
     return out
 
 
+def corpus_change(corpus: Path) -> str:
+    """How the committed q3-lstm.json's corpus differs from the tests' small one."""
+    recorded = json.loads((REPO / "report" / "results" / "q3-lstm.json").read_text())
+    digest = load_script("hw2-q3.py").LJSpeech(corpus / "LJSpeech-1.1").digest()
+    return f"data corpus_sha256 {recorded['data']['corpus_sha256']} -> {digest}"
+
+
 def q3_flags(corpus: Path, tmp_path: Path, out: Path) -> list:
     return ["-data_dir", corpus, "-out_dir", out, "-cache_dir", tmp_path / "cache",
             "-real_dir", tmp_path / "none"]
@@ -229,8 +239,9 @@ def test_q3_smoke_run_does_not_replace_committed_results_and_force_does(corpus, 
              *q3_flags(corpus, tmp_path, out)]
     line = refused("hw2-q3.py", *smoke, watched=[out, corpus])
     results = out / "report" / "results" / "q3-lstm.json"
-    assert line == (f"error: {results} records another configuration (epochs 7 -> 1, "
-                    f"eval_clips None -> 2, train_clips None -> 6); {FORCE_HINT}")
+    assert line == (f"error: {results} records another configuration (epochs 8 -> 1, "
+                    f"eval_clips None -> 2, train_clips None -> 6, {corpus_change(corpus)}); "
+                    f"{FORCE_HINT}")
     assert not (tmp_path / "cache").exists()  # stopped before computing any feature
     proc = run("hw2-q3.py", *smoke, "-force")
     assert proc.returncode == 0, proc.stderr
@@ -240,17 +251,18 @@ def test_q3_smoke_run_does_not_replace_committed_results_and_force_does(corpus, 
 
 def test_q3_analysis_only_of_another_configuration_is_refused(corpus, tmp_path):
     out = seeded_out(tmp_path, "q3-lstm.json", "q3-lstm-analysis.json")
-    line = refused("hw2-q3.py", *Q3_LSTM, "-epochs", "7", "-analysis_only", "-encoder_layers",
+    line = refused("hw2-q3.py", *Q3_LSTM, "-epochs", "8", "-analysis_only", "-encoder_layers",
                    "4", *q3_flags(corpus, tmp_path, out), watched=[out, corpus])
     assert line == (f"error: {out / 'report' / 'results' / 'q3-lstm.json'} records another "
-                    f"configuration (encoder_layers 2 -> 4); {FORCE_HINT}")
+                    f"configuration (encoder_layers 2 -> 4, {corpus_change(corpus)}); "
+                    f"{FORCE_HINT}")
 
 
 def test_the_committed_commands_pass_and_run_control_flags_do_not_count():
     """reproduce.sh's commands, with other run-control flags, replace their own files."""
     q2, q3 = load_script("hw2-q2.py"), load_script("hw2-q3.py")
     for name, args in [
-            ("q3-lstm", q3.parse_args([*Q3_LSTM, "-epochs", "7", "-workers", "2", "-data_dir",
+            ("q3-lstm", q3.parse_args([*Q3_LSTM, "-epochs", "8", "-workers", "2", "-data_dir",
                                        "elsewhere", "-out_dir", "o", "-cache_dir", "c"])),
             ("q2", q2.parse_args(["-sweep", "-jobs", "1", "-threads", "2", "-device", "cpu"]))]:
         recorded = json.loads((REPO / "report" / "results" / f"{name}.json").read_text())
