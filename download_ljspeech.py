@@ -28,16 +28,17 @@ from tqdm import tqdm
 from hw2.checkpoints import atomic_write
 from hw2.cli import (DATA_DIR_ENV, fail, positive_int, resolve_data_dir, seed_value,
                      unit_fraction, write_data_dir)
-from hw2.ljspeech import SAMPLE_RATE, SPLITS, LJSpeech, parse_metadata
+from hw2.ljspeech import (SAMPLE_RATE, SPLITS, TTS_MANIFEST, LJSpeech, parse_metadata,
+                          read_tts_manifest, tts_engines)
 from hw2.results import Timer
 
 FOLDER = "LJSpeech-1.1"
-MANIFEST = "tts_manifest.tsv"
 ESPEAK_VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan",
                  "en-gb-x-gbcwmd", "en-029")
 ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m7", "f1", "f2", "f3", "f4", "klatt", "klatt2")
 FLITE_VOICES = ("slt", "rms", "awb", "kal")
 FLITE_SHARE = 0.3
+MANIFEST_HEADER = "id\tengine\tvoice\trate\tpitch\tsnr_db"
 FESTIVAL_VOICE = "cmu_us_slt_arctic_hts"  # Debian's festvox-us-slt-hts: a US-English woman
 FESTIVAL_SHARE = 0.2
 TOOLS = {"espeak-ng": "espeak-ng", "flite": "flite", "festival": "text2wave"}
@@ -171,9 +172,9 @@ def genuine_ids(metadata: Path) -> set[str]:
 def check_destination(folder: Path, metadata: Path) -> None:
     """Refuse to render into a folder of genuine recordings (wavs but no tts_manifest.tsv) or
     into the folder of the source metadata, whose wavs are taken for genuine ones."""
-    if any((folder / "wavs").glob("*.wav")) and not (folder / MANIFEST).exists():
-        raise fail(f"{folder} holds genuine recordings (wavs/ without {MANIFEST}); render into "
-                   "another -data_dir")
+    if any((folder / "wavs").glob("*.wav")) and not (folder / TTS_MANIFEST).exists():
+        raise fail(f"{folder} holds genuine recordings (wavs/ without {TTS_MANIFEST}); render "
+                   "into another -data_dir")
     if folder.resolve() == metadata.parent.resolve():
         raise fail(f"{metadata} lies in the destination {folder}; render from a metadata.csv "
                    "elsewhere (-metadata) or into another -data_dir")
@@ -193,16 +194,9 @@ def check_tools(festival_share: float) -> None:
             raise fail(f"{err} (apt-get install festvox-us-slt-hts)") from None
 
 
-def read_manifest(folder: Path) -> dict[str, str]:
-    """Clip id -> its manifest line, as a previous render left them ({} for a new folder)."""
-    path = folder / MANIFEST
-    lines = path.read_text().splitlines()[1:] if path.exists() else []
-    return {line.split("\t", 1)[0]: line for line in lines}
-
-
 def remove_stale(folder: Path, lines: dict[str, str]) -> int:
     """Delete the wavs that a previous render made with another voice than `lines` gives."""
-    previous, removed = read_manifest(folder), 0
+    previous, removed = read_tts_manifest(folder), 0
     for clip_id, line in lines.items():
         wav = folder / "wavs" / f"{clip_id}.wav"
         if previous.get(clip_id) != line and wav.exists():
@@ -239,7 +233,7 @@ def build_tts_corpus(metadata: Path, out_root: Path, seed: int, limit: int | Non
                 for job in [j for j in jobs if start <= j[0] < stop][:limit]]
     lines = {job[0]: line for _, job, line in jobs}
     removed = remove_stale(folder, lines)  # before the new manifest: an interrupted render
-    with atomic_write(folder / MANIFEST) as tmp:  # then keeps no wav of another voice
+    with atomic_write(folder / TTS_MANIFEST) as tmp:  # then keeps no wav of another voice
         tmp.write_text("\n".join([MANIFEST_HEADER, *lines.values()]) + "\n")
     counts = {"rendered": 0, "skipped": 0}
     with get_context("spawn").Pool(processes, initializer=torch.set_num_threads,
@@ -257,21 +251,19 @@ def build_tts_corpus(metadata: Path, out_root: Path, seed: int, limit: int | Non
             "empty_transcripts": empty, "folder": str(folder)}
 
 
-MANIFEST_HEADER = "id\tengine\tvoice\trate\tpitch\tsnr_db"
-
-
 def hold_out_engine(folder: Path, engine: str) -> tuple[Path, Path]:
     """Split a rendered corpus by voice, for choices made on a voice the model never heard:
     without-<engine>/LJSpeech-1.1 beside the corpus (every clip of the other engines, all
     splits, with its manifest; a -data_dir) and <engine>-validation/LJSpeech-1.1 (that engine's
     validation clips; a -heldout_dir). Both hold relative links to the corpus's wavs (no disk
     used) and are built under a temporary name, then renamed: never half there."""
-    voices = read_manifest(folder)
+    voices = read_tts_manifest(folder)
     if not voices:
-        raise fail(f"{folder / MANIFEST} not found: -hold_out needs a corpus rendered with -tts")
+        raise fail(f"{folder / TTS_MANIFEST} not found: -hold_out needs a corpus rendered "
+                   "with -tts")
     start, stop = SPLITS["validation"]
     ids = [clip.id for clip in parse_metadata(folder / "metadata.csv")]
-    spoken = {i for i, line in voices.items() if line.split("\t")[1] == engine}
+    spoken = {i for i, spoke in tts_engines(voices).items() if spoke == engine}
     if not spoken:
         raise fail(f"no clip of {folder} is spoken by {engine}")
     kept = {"without": set(voices) - spoken, "validation": spoken & set(ids[start:stop])}
@@ -286,7 +278,7 @@ def hold_out_engine(folder: Path, engine: str) -> tuple[Path, Path]:
             link = partial / FOLDER / "wavs" / f"{clip_id}.wav"
             link.symlink_to(os.path.relpath(folder / "wavs" / f"{clip_id}.wav", link.parent))
         if root == roots[0]:
-            (partial / FOLDER / MANIFEST).write_text("\n".join(
+            (partial / FOLDER / TTS_MANIFEST).write_text("\n".join(
                 [MANIFEST_HEADER, *(voices[i] for i in ids if i in chosen)]) + "\n")
         remove_linked_copy(root.parent)
         partial.rename(root.parent)

@@ -29,8 +29,9 @@ from hw2.augment import Augmentation, augment
 from hw2.checkpoints import Checkpoint, atomic_write, check_identity, exclusive, read_checkpoint
 from hw2.cli import (add_common_args, ensure_writable, fail, non_negative_float,
                      non_negative_int, positive_float, positive_int, torch_device)
-from hw2.ljspeech import (AUDIO_TIME, Clip, ClipBatches, FeatureBank, FeatureCache, LJSpeech,
-                          LogMel, SpeechDataset, TokenVectorizer)
+from hw2.ljspeech import (AUDIO_TIME, TTS_MANIFEST, Clip, ClipBatches, FeatureBank,
+                          FeatureCache, LJSpeech, LogMel, SpeechDataset, TokenVectorizer,
+                          read_tts_manifest, tts_engines)
 from hw2.results import Timer, check_replaceable, write_results
 from utils import configure_seed
 
@@ -43,7 +44,7 @@ def open_corpus(args: argparse.Namespace) -> LJSpeech:
 
 
 def is_tts(corpus: LJSpeech) -> bool:
-    return (corpus.root / "tts_manifest.tsv").exists()
+    return (corpus.root / TTS_MANIFEST).exists()
 
 
 def corpus_record(corpus: LJSpeech) -> dict:
@@ -52,8 +53,7 @@ def corpus_record(corpus: LJSpeech) -> dict:
     record = {"corpus": corpus.describe(), "corpus_sha256": corpus.digest(),
               "synthetic_speech": is_tts(corpus)}
     if is_tts(corpus):
-        rows = (corpus.root / "tts_manifest.tsv").read_text().splitlines()[1:]
-        engine = dict(row.split("\t")[:2] for row in rows if "\t" in row)
+        engine = tts_engines(read_tts_manifest(corpus.root))
         record["engines"] = dict(sorted(Counter(
             engine.get(clip.id, "unknown") for clip, ok in zip(corpus.clips, corpus.has_audio)
             if ok).items()))

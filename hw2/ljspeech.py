@@ -28,6 +28,7 @@ SAMPLE_RATE = 22050
 SPLITS = {"train": (0, 9825), "validation": (9825, 10480), "test": (10480, 13100)}
 AUDIO_TIME = 2754  # handed-out config.audio_time: frames every clip is padded / cropped to
 TEXT_LEN = 99
+TTS_MANIFEST = "tts_manifest.tsv"  # a corpus rendered by download_ljspeech.py -tts: its voices
 
 
 class Clip(NamedTuple):
@@ -62,6 +63,19 @@ def parse_metadata(path: Path) -> list[Clip]:
         raise fail(f"{path}: no clips (LJ Speech metadata has one 'id|text|normalized text' "
                    "line per clip)")
     return clips
+
+
+def read_tts_manifest(root: Path) -> dict[str, str]:
+    """Clip id -> its line of a rendered corpus's manifest ({} for a folder without one): what
+    -tts compares a new render with, and what says which engine spoke each clip."""
+    path = Path(root) / TTS_MANIFEST
+    lines = path.read_text().splitlines()[1:] if path.exists() else []
+    return {line.split("\t", 1)[0]: line for line in lines}
+
+
+def tts_engines(manifest: dict[str, str]) -> dict[str, str]:
+    """Clip id -> the engine that spoke it (the second column of read_tts_manifest's lines)."""
+    return {clip_id: line.split("\t")[1] for clip_id, line in manifest.items() if "\t" in line}
 
 
 @dataclass(frozen=True)
