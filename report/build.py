@@ -228,10 +228,12 @@ def table_q3_test(res: Results) -> str:
                           rows)
 
 
-# Issue 25's runs: the CPU recipe before it (espeak-ng and flite voices, no augmentation), and
+# Issue 25's runs: the CPU recipe before it (espeak-ng and flite voices, no augmentation), its
+# first form with festival's voice (every ingredient, SpecAugment's masks included, 8 epochs), and
 # the short attention-decoder runs that measure each ingredient alone on the corpus without
 # festival's voice, chosen on that voice (never on the genuine recordings).
 BEFORE = {"lstm": "q3-lstm-espeak-flite", "transformer": "q3-transformer-espeak-flite"}
+WITH_MASKS = {"lstm": "q3-lstm-masks", "transformer": "q3-transformer-masks"}
 INGREDIENTS = {"none": "nothing (espeak-ng and flite voices only)",
                "speed": "tempo perturbation", "vtlp": "vocal-tract-length perturbation",
                "specaugment": "SpecAugment masks",
@@ -278,15 +280,17 @@ def corpus_label(res: Results, name: str) -> str:
 
 def table_q3_genuine(res: Results) -> str:
     """Synthetic test and genuine CER of every committed run: the statement's setting, the CPU
-    recipe before issue 25 and the CPU recipe now."""
+    recipe before issue 25, its first form with masks and the CPU recipe now."""
     runs = [(d, SETTINGS["gpu"], Q3_RUNS[d, "gpu"]) for d in DECODERS] + \
         [(d, "CPU recipe, previous form", BEFORE[d]) for d in DECODERS] + \
+        [(d, "CPU recipe, first form with festival", WITH_MASKS[d]) for d in DECODERS] + \
         [(d, SETTINGS["cpu"], Q3_RUNS[d, "cpu"]) for d in DECODERS]
     rows = [[DECODERS[d], run, corpus_label(res, name),
              augmentation_label(res.get(name, "config"), short=True),
+             str(res.get(name, "config.epochs")),
              f"{res.get(name, 'results.test.cer'):.3f}",
              cer_with_interval(res, name, "real_clips", "genuine")] for d, run, name in runs]
-    return markdown_table(["decoder", "run", "training voices", "augmentation",
+    return markdown_table(["decoder", "run", "training voices", "augmentation", "epochs",
                            "synthetic test CER", "genuine CER [95% interval]"], rows)
 
 

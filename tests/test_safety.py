@@ -33,7 +33,7 @@ COMMITTED = [REPO / "report" / "results", REPO / "plots"]
 Q3_LSTM = ["-decoder", "lstm", "-fast", "-batch_size", "16", "-schedule", "update",
            "-warmup_updates", "100", "-amp", "-threads", "1", "-workers", "0", "-resume",
            "-no_progress", "-curriculum", "-learning_rate", "2e-3", "-speed_perturb", "0.1",
-           "-vtlp", "0.1", "-freq_masks", "2", "-time_masks", "2", "-utterance_norm"]
+           "-vtlp", "0.1", "-utterance_norm"]
 FORCE_HINT = "pass -force to replace it, or -out_dir to write elsewhere"
 
 
@@ -239,7 +239,7 @@ def test_q3_smoke_run_does_not_replace_committed_results_and_force_does(corpus, 
              *q3_flags(corpus, tmp_path, out)]
     line = refused("hw2-q3.py", *smoke, watched=[out, corpus])
     results = out / "report" / "results" / "q3-lstm.json"
-    assert line == (f"error: {results} records another configuration (epochs 8 -> 1, "
+    assert line == (f"error: {results} records another configuration (epochs 11 -> 1, "
                     f"eval_clips None -> 2, train_clips None -> 6, {corpus_change(corpus)}); "
                     f"{FORCE_HINT}")
     assert not (tmp_path / "cache").exists()  # stopped before computing any feature
@@ -251,7 +251,7 @@ def test_q3_smoke_run_does_not_replace_committed_results_and_force_does(corpus, 
 
 def test_q3_analysis_only_of_another_configuration_is_refused(corpus, tmp_path):
     out = seeded_out(tmp_path, "q3-lstm.json", "q3-lstm-analysis.json")
-    line = refused("hw2-q3.py", *Q3_LSTM, "-epochs", "8", "-analysis_only", "-encoder_layers",
+    line = refused("hw2-q3.py", *Q3_LSTM, "-epochs", "11", "-analysis_only", "-encoder_layers",
                    "4", *q3_flags(corpus, tmp_path, out), watched=[out, corpus])
     assert line == (f"error: {out / 'report' / 'results' / 'q3-lstm.json'} records another "
                     f"configuration (encoder_layers 2 -> 4, {corpus_change(corpus)}); "
@@ -262,7 +262,7 @@ def test_the_committed_commands_pass_and_run_control_flags_do_not_count():
     """reproduce.sh's commands, with other run-control flags, replace their own files."""
     q2, q3 = load_script("hw2-q2.py"), load_script("hw2-q3.py")
     for name, args in [
-            ("q3-lstm", q3.parse_args([*Q3_LSTM, "-epochs", "8", "-workers", "2", "-data_dir",
+            ("q3-lstm", q3.parse_args([*Q3_LSTM, "-epochs", "11", "-workers", "2", "-data_dir",
                                        "elsewhere", "-out_dir", "o", "-cache_dir", "c"])),
             ("q2", q2.parse_args(["-sweep", "-jobs", "1", "-threads", "2", "-device", "cpu"]))]:
         recorded = json.loads((REPO / "report" / "results" / f"{name}.json").read_text())
