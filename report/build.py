@@ -285,12 +285,11 @@ def table_q3_genuine(res: Results) -> str:
         [(d, "CPU recipe, previous form", BEFORE[d]) for d in DECODERS] + \
         [(d, "CPU recipe, first form with festival", WITH_MASKS[d]) for d in DECODERS] + \
         [(d, SETTINGS["cpu"], Q3_RUNS[d, "cpu"]) for d in DECODERS]
-    rows = [[DECODERS[d], run, corpus_label(res, name),
-             augmentation_label(res.get(name, "config"), short=True),
-             str(res.get(name, "config.epochs")),
+    rows = [[DECODERS[d], f"{run}, {res.get(name, 'config.epochs')} epochs",
+             corpus_label(res, name), augmentation_label(res.get(name, "config"), short=True),
              f"{res.get(name, 'results.test.cer'):.3f}",
              cer_with_interval(res, name, "real_clips", "genuine")] for d, run, name in runs]
-    return markdown_table(["decoder", "run", "training voices", "augmentation", "epochs",
+    return markdown_table(["decoder", "run", "training voices", "augmentation",
                            "synthetic test CER", "genuine CER [95% interval]"], rows)
 
 
