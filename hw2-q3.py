@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +32,7 @@ from hw2.cli import (add_common_args, ensure_writable, fail, non_negative_float,
 from hw2.ljspeech import (AUDIO_TIME, TTS_MANIFEST, Clip, ClipBatches, FeatureBank,
                           FeatureCache, LJSpeech, LogMel, SpeechDataset, TokenVectorizer,
                           read_tts_manifest, tts_engines)
-from hw2.results import Timer, check_replaceable, write_results
+from hw2.results import Timer, check_replaceable, read_test_log, write_results
 from utils import configure_seed
 
 
@@ -466,8 +466,31 @@ def analysis(model: SpeechToText, corpus: LJSpeech, args: argparse.Namespace,
     attention = {**attention_summary(maps, rows, frames),
                  "example_clip": bank.clips[shortest].id,
                  "example_maps": example_maps(maps, rows[shortest], frames[shortest], shortest)}
-    return {"attention": attention,
-            "similarities": similarity_anatomy(text.tolist(), rows, shortest)}
+    summary = {"attention": attention,
+               "similarities": similarity_anatomy(text.tolist(), rows, shortest)}
+    if is_tts(corpus):
+        summary["test_by_engine"] = engine_breakdown(
+            corpus, corpus.split("test", args.eval_clips),
+            out.results / f"{run_name(args)}-test-log.txt")
+    return summary
+
+
+def engine_breakdown(corpus: LJSpeech, clips: list[Clip], test_log: Path) -> dict:
+    """WER and CER of the test split per synthesiser, from the run's test log (whose first
+    pairs are `clips`, in order): the test split mixes voices, so one number hides which voice
+    the models transcribe worst, and splits of corpora with other voices differ."""
+    pairs, vectorizer = read_test_log(test_log)[:len(clips)], TokenVectorizer()
+    logged = [vectorizer.decode([i for i in vectorizer(clip.normalized).tolist()[1:]
+                                 if i not in (vectorizer.stop, vectorizer.empty)])
+              for clip in clips]
+    if [target for target, _ in pairs] != logged:
+        raise fail(f"{test_log} does not hold this corpus's test split: run the training again")
+    engine = tts_engines(read_tts_manifest(corpus.root))
+    by_engine = defaultdict(list)
+    for clip, pair in zip(clips, pairs):
+        by_engine[engine.get(clip.id, "unknown")].append(pair)
+    return {name: {"clips": len(group), **error_rates(group)}
+            for name, group in sorted(by_engine.items())}
 
 
 def attention_summary(maps: dict[str, torch.Tensor], rows: list[list[int]],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -177,3 +178,12 @@ class Timer:
         seconds, self._start = now - self._start, now
         return seconds
 
+
+
+def read_test_log(path: Path) -> list[tuple[str, str]]:
+    """Every (target, prediction) pair of a test log as hw2-q3.py writes it, in its order: the
+    test split in corpus order, then the clips scored apart, their targets prefixed "[label] "."""
+    if not path.exists():
+        raise fail(f"missing test log {path}; run the script that writes it")
+    return re.findall(r"^target: (.*)\npred:   (.*)$", path.read_text(encoding="utf-8"),
+                      flags=re.M)

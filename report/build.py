@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO_DIR))
 
 from hw2 import figures  # noqa: E402
 from hw2.asr_metrics import bootstrap_cer  # noqa: E402
+from hw2.results import read_test_log  # noqa: E402
 
 RESULTS_DIR = REPORT_DIR / "results"
 PLOTS_DIR = REPO_DIR / "plots"
@@ -246,8 +247,9 @@ def logged_pairs(res: Results, name: str, label: str) -> list[tuple[str, str]]:
     path = res.dir / f"{name}-test-log.txt"
     if not path.exists():
         raise BuildError(f"missing test log {path}; run the script that writes it")
-    pairs = re.findall(rf"^target: \[{re.escape(label)}\] (.*)\npred:   (.*)$",
-                       path.read_text(), flags=re.M)
+    prefix = f"[{label}] "
+    pairs = [(target.removeprefix(prefix), prediction) for target, prediction
+             in read_test_log(path) if target.startswith(prefix)]
     if not pairs:
         raise BuildError(f"{path} has no [{label}] clips")
     return pairs
@@ -306,6 +308,20 @@ def table_q3_ingredients(res: Results) -> str:
     return markdown_table(["ingredient", "flags", "synthetic test CER",
                            "held-out voice CER [95% interval]",
                            "genuine CER [95% interval]"], rows)
+
+
+def table_q3_engines(res: Results) -> str:
+    """The committed CPU runs' synthetic test CER per voice (from their analysis files), beside
+    the genuine recordings' CER."""
+    by_engine = {d: res.get(f"{Q3_RUNS[d, 'cpu']}-analysis", "results.test_by_engine")
+                 for d in DECODERS}
+    engines = sorted(by_engine["transformer"])
+    rows = [[DECODERS[d]] + [f"{by_engine[d][e]['cer']:.3f}" for e in engines]
+            + [f"{res.get(Q3_RUNS[d, 'cpu'], 'results.real_clips.metrics.cer'):.3f}"]
+            for d in DECODERS]
+    counts = [f"{e} ({by_engine['transformer'][e]['clips']:,} clips)" for e in engines]
+    genuine = res.get(Q3_RUNS["transformer", "cpu"], "results.real_clips.clips")
+    return markdown_table(["decoder", *counts, f"genuine recordings ({genuine} clips)"], rows)
 
 
 def table_q3_genuine_examples(res: Results) -> str:
@@ -450,7 +466,8 @@ TABLES: dict[str, Callable[[Results], str]] = {
     "q1_feature_map": table_q1_feature_map, "q1_positivity": table_q1_positivity,
     "q2_runs": table_q2_runs, "q2_params": table_q2_params, "q2_speed": table_q2_speed,
     "q3_test": table_q3_test, "q3_genuine": table_q3_genuine, "q3_settings": table_q3_settings,
-    "q3_ingredients": table_q3_ingredients, "q3_genuine_examples": table_q3_genuine_examples,
+    "q3_ingredients": table_q3_ingredients, "q3_engines": table_q3_engines,
+    "q3_genuine_examples": table_q3_genuine_examples,
     "q3_similarity_example": table_q3_similarity_example, "q3_speed": table_q3_speed,
     "q3_speed_gpu": table_q3_speed_gpu, "q3_runs": table_q3_runs,
     "q3_commands": table_q3_commands,

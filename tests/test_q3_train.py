@@ -531,3 +531,28 @@ def test_test_log_path_is_recorded_relative_to_the_repository(tmp_path, monkeypa
     outside = tmp_path.parent / f"{tmp_path.name}-out" / "report" / "results"
     assert q3.write_test_log("q3-x", [], outside) == str(outside / "q3-x-test-log.txt")
     assert (results / "q3-x-test-log.txt").read_text() == "target: ab\npred:   ab\n\n"
+
+
+def test_engine_breakdown_groups_the_test_log_by_voice(tmp_path):
+    """The test split's pairs, read back from the test log, grouped by the engine that spoke
+    each clip: per-engine WER / CER equal error_rates on each group; clips scored apart (the
+    genuine ones, after the split) do not count; a log of another split is refused."""
+    start = lj.SPLITS["test"][0]
+    ids = [f"LJ{i:03d}-0001" for i in range(start + 4)]
+    texts = ["Ab, cd.", "Ef gh?", "Ij kl", "Mn op"]
+    folder = write_corpus(tmp_path / "LJSpeech-1.1",
+                          [f"{i}|x|x" for i in ids[:start]]
+                          + [f"{i}|{t}|{t}" for i, t in zip(ids[start:], texts)], ids[start:])
+    (folder / lj.TTS_MANIFEST).write_text("id\tengine\tvoice\trate\tpitch\tsnr_db\n" + "".join(
+        f"{i}\t{e}\tv\t1\t0\t40\n" for i, e in zip(ids[start:], ["flite", "festival"] * 2)))
+    corpus = lj.LJSpeech(folder)
+    pairs = [("ab, cd.", "ab, cd."), ("ef gh?", "ef xx?"), ("ij kl", "ij k"), ("mn op", "")]
+    log = tmp_path / "q3-test-log.txt"
+    q3.write_test_log("q3", pairs + [("[genuine] ab", "zz")], tmp_path)
+    by_engine = q3.engine_breakdown(corpus, corpus.split("test"), log)
+    assert by_engine == {"festival": {"clips": 2, **metrics.error_rates(pairs[1::2])},
+                         "flite": {"clips": 2, **metrics.error_rates(pairs[::2])}}
+    q3.write_test_log("q3", [("ab, cd", "ab")] + pairs[1:], tmp_path)  # another target
+    with pytest.raises(SystemExit, match=r"error: \S*q3-test-log.txt does not hold this corpus's "
+                                         r"test split: run the training again$"):
+        q3.engine_breakdown(corpus, corpus.split("test"), log)
