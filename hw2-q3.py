@@ -451,7 +451,8 @@ def analysis(model: SpeechToText, corpus: LJSpeech, args: argparse.Namespace,
              out: cli.Outputs) -> dict:
     """Decode the first ANALYSIS_CLIPS test clips greedily, take the decoder's attention while
     it re-reads its own transcript (heads averaged), summarise it, draw and keep the shortest
-    clip's maps; take the three similarities of that clip apart (Q3.4's worked example)."""
+    clip's maps; take the three similarities of that clip apart (Q3.4's worked example); on a
+    synthetic corpus, break the run's test CER down by synthesiser."""
     bank = load_bank(corpus, corpus.split("test", ANALYSIS_CLIPS), args, "analysis features")
     audio, text, lengths = model_batch(bank, torch.arange(len(bank)), Options.from_args(args))
     model.eval()
@@ -468,21 +469,24 @@ def analysis(model: SpeechToText, corpus: LJSpeech, args: argparse.Namespace,
                  "example_maps": example_maps(maps, rows[shortest], frames[shortest], shortest)}
     summary = {"attention": attention,
                "similarities": similarity_anatomy(text.tolist(), rows, shortest)}
-    if is_tts(corpus):
+    test_log = out.results / f"{run_name(args)}-test-log.txt"
+    if is_tts(corpus) and test_log.exists():
         summary["test_by_engine"] = engine_breakdown(
-            corpus, corpus.split("test", args.eval_clips),
-            out.results / f"{run_name(args)}-test-log.txt")
+            corpus, corpus.split("test", args.eval_clips), test_log)
+    elif is_tts(corpus):  # -analysis_only into another -out_dir than the training's
+        print(f"no test log {test_log}: the test CER per synthesiser is left out")
     return summary
 
 
-def engine_breakdown(corpus: LJSpeech, clips: list[Clip], test_log: Path) -> dict:
+def engine_breakdown(corpus: LJSpeech, clips: list[Clip],
+                     test_log: Path) -> dict[str, dict[str, float]]:
     """WER and CER of the test split per synthesiser, from the run's test log (whose first
-    pairs are `clips`, in order): the test split mixes voices, so one number hides which voice
-    the models transcribe worst, and splits of corpora with other voices differ."""
+    pairs are `clips`, in order): the test split mixes voices, so its one CER hides which voice
+    the models transcribe worst, and it cannot be compared with the CER of a corpus whose test
+    split has other voices."""
     pairs, vectorizer = read_test_log(test_log)[:len(clips)], TokenVectorizer()
-    logged = [vectorizer.decode([i for i in vectorizer(clip.normalized).tolist()[1:]
-                                 if i not in (vectorizer.stop, vectorizer.empty)])
-              for clip in clips]
+    rows = [vectorizer(clip.normalized).tolist() for clip in clips]
+    logged = [vectorizer.decode(row[1:first_stop(row)]) for row in rows]  # as write_test_log
     if [target for target, _ in pairs] != logged:
         raise fail(f"{test_log} does not hold this corpus's test split: run the training again")
     engine = tts_engines(read_tts_manifest(corpus.root))

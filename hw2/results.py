@@ -179,7 +179,6 @@ class Timer:
         return seconds
 
 
-
 def read_test_log(path: Path) -> list[tuple[str, str]]:
     """Every (target, prediction) pair of a test log as hw2-q3.py writes it, in its order: the
     test split in corpus order, then the clips scored apart, their targets prefixed "[label] "."""

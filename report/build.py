@@ -313,13 +313,14 @@ def table_q3_ingredients(res: Results) -> str:
 def table_q3_engines(res: Results) -> str:
     """The committed CPU runs' synthetic test CER per voice (from their analysis files), beside
     the genuine recordings' CER."""
-    by_engine = {d: res.get(f"{Q3_RUNS[d, 'cpu']}-analysis", "results.test_by_engine")
-                 for d in DECODERS}
-    engines = sorted(by_engine["transformer"])
-    rows = [[DECODERS[d]] + [f"{by_engine[d][e]['cer']:.3f}" for e in engines]
+    analysis = {d: f"{Q3_RUNS[d, 'cpu']}-analysis" for d in DECODERS}
+    engines = sorted(res.get(analysis["transformer"], "results.test_by_engine"))
+    rows = [[DECODERS[d]]
+            + [f"{res.get(analysis[d], f'results.test_by_engine.{e}.cer'):.3f}" for e in engines]
             + [f"{res.get(Q3_RUNS[d, 'cpu'], 'results.real_clips.metrics.cer'):.3f}"]
             for d in DECODERS]
-    counts = [f"{e} ({by_engine['transformer'][e]['clips']:,} clips)" for e in engines]
+    counts = [f"{e} ({res.get(analysis['transformer'], f'results.test_by_engine.{e}.clips'):,}"
+              " clips)" for e in engines]
     genuine = res.get(Q3_RUNS["transformer", "cpu"], "results.real_clips.clips")
     return markdown_table(["decoder", *counts, f"genuine recordings ({genuine} clips)"], rows)
 

@@ -539,14 +539,16 @@ def test_engine_breakdown_groups_the_test_log_by_voice(tmp_path):
     genuine ones, after the split) do not count; a log of another split is refused."""
     start = lj.SPLITS["test"][0]
     ids = [f"LJ{i:03d}-0001" for i in range(start + 4)]
-    texts = ["Ab, cd.", "Ef gh?", "Ij kl", "Mn op"]
+    long = "Qr \"st\" café; " * 10  # past 97 characters, with symbols outside the vocabulary
+    texts = ["Ab, cd.", "Ef gh?", "Ij kl", long]
     folder = write_corpus(tmp_path / "LJSpeech-1.1",
                           [f"{i}|x|x" for i in ids[:start]]
                           + [f"{i}|{t}|{t}" for i, t in zip(ids[start:], texts)], ids[start:])
     (folder / lj.TTS_MANIFEST).write_text("id\tengine\tvoice\trate\tpitch\tsnr_db\n" + "".join(
         f"{i}\t{e}\tv\t1\t0\t40\n" for i, e in zip(ids[start:], ["flite", "festival"] * 2)))
     corpus = lj.LJSpeech(folder)
-    pairs = [("ab, cd.", "ab, cd."), ("ef gh?", "ef xx?"), ("ij kl", "ij k"), ("mn op", "")]
+    logged = long.lower().replace('"', "#").replace("é", "#").replace(";", "#")[:97]
+    pairs = [("ab, cd.", "ab, cd."), ("ef gh?", "ef xx?"), ("ij kl", "ij k"), (logged, "")]
     log = tmp_path / "q3-test-log.txt"
     q3.write_test_log("q3", pairs + [("[genuine] ab", "zz")], tmp_path)
     by_engine = q3.engine_breakdown(corpus, corpus.split("test"), log)
