@@ -21,18 +21,19 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from hw2 import REPO_DIR, cli, figures
+from hw2 import cli, figures
 from hw2.asr_metrics import (SIMILARITIES, STOP, bootstrap_cer, error_rates, first_stop,
                              similarity_anatomy, string_scores)
 from hw2.asr_model import SpeechToText
 from hw2.augment import Augmentation, augment
-from hw2.checkpoints import Checkpoint, atomic_write, check_identity, exclusive, read_checkpoint
+from hw2.checkpoints import Checkpoint, check_identity, exclusive, read_checkpoint
 from hw2.cli import (add_common_args, ensure_writable, fail, non_negative_float,
                      non_negative_int, positive_float, positive_int, torch_device)
 from hw2.ljspeech import (AUDIO_TIME, TTS_MANIFEST, Clip, ClipBatches, FeatureBank,
                           FeatureCache, LJSpeech, LogMel, SpeechDataset, TokenVectorizer,
                           read_tts_manifest, tts_engines)
-from hw2.results import Timer, check_replaceable, read_test_log, write_results
+from hw2.results import (Timer, check_replaceable, read_test_log, write_results,
+                         write_test_log)
 from utils import configure_seed
 
 
@@ -53,11 +54,16 @@ def corpus_record(corpus: LJSpeech) -> dict:
     record = {"corpus": corpus.describe(), "corpus_sha256": corpus.digest(),
               "synthetic_speech": is_tts(corpus)}
     if is_tts(corpus):
-        engine = tts_engines(read_tts_manifest(corpus.root))
-        record["engines"] = dict(sorted(Counter(
-            engine.get(clip.id, "unknown") for clip, ok in zip(corpus.clips, corpus.has_audio)
-            if ok).items()))
+        with_audio = [clip for clip, ok in zip(corpus.clips, corpus.has_audio) if ok]
+        record["engines"] = dict(sorted(Counter(clip_engines(corpus, with_audio)).items()))
     return record
+
+
+def clip_engines(corpus: LJSpeech, clips: list[Clip]) -> list[str]:
+    """The engine that spoke each clip of a synthetic corpus, as its manifest says ("unknown"
+    for a clip the manifest does not list)."""
+    engine = tts_engines(read_tts_manifest(corpus.root))
+    return [engine.get(clip.id, "unknown") for clip in clips]
 
 
 def find_real_corpus(args: argparse.Namespace, corpus: LJSpeech) -> LJSpeech | None:
@@ -403,15 +409,6 @@ def device_name(device: str) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
-def write_test_log(name: str, pairs: list[tuple[str, str]], results_dir: Path) -> str:
-    """Every decoded test clip beside its target, written atomically; returns its path as the
-    results file records it (relative to the repository when it lies inside)."""
-    path = results_dir / f"{name}-test-log.txt"
-    with atomic_write(path) as tmp:
-        tmp.write_text("".join(f"target: {t}\npred:   {p}\n\n" for t, p in pairs))
-    return str(path.relative_to(REPO_DIR) if path.is_relative_to(REPO_DIR) else path)
-
-
 def plot_both_decoders(args: argparse.Namespace, out: cli.Outputs) -> None:
     """Both decoders' validation curves against training updates, once both have run."""
     records = {}
@@ -486,13 +483,12 @@ def engine_breakdown(corpus: LJSpeech, clips: list[Clip],
     split has other voices."""
     pairs, vectorizer = read_test_log(test_log)[:len(clips)], TokenVectorizer()
     rows = [vectorizer(clip.normalized).tolist() for clip in clips]
-    logged = [vectorizer.decode(row[1:first_stop(row)]) for row in rows]  # as write_test_log
+    logged = [vectorizer.decode(row[1:first_stop(row)]) for row in rows]  # as write_test_log cuts them
     if [target for target, _ in pairs] != logged:
         raise fail(f"{test_log} does not hold this corpus's test split: run the training again")
-    engine = tts_engines(read_tts_manifest(corpus.root))
     by_engine = defaultdict(list)
-    for clip, pair in zip(clips, pairs):
-        by_engine[engine.get(clip.id, "unknown")].append(pair)
+    for engine, pair in zip(clip_engines(corpus, clips), pairs):
+        by_engine[engine].append(pair)
     return {name: {"clips": len(group), **error_rates(group)}
             for name, group in sorted(by_engine.items())}
 

@@ -179,9 +179,19 @@ class Timer:
         return seconds
 
 
+def write_test_log(name: str, pairs: list[tuple[str, str]], results_dir: Path) -> str:
+    """Every decoded test clip beside its target, written atomically; returns its path as the
+    results file records it (relative to the repository when it lies inside)."""
+    path = results_dir / f"{name}-test-log.txt"
+    with atomic_write(path) as tmp:
+        tmp.write_text("".join(f"target: {t}\npred:   {p}\n\n" for t, p in pairs))
+    return str(path.relative_to(REPO_DIR) if path.is_relative_to(REPO_DIR) else path)
+
+
 def read_test_log(path: Path) -> list[tuple[str, str]]:
-    """Every (target, prediction) pair of a test log as hw2-q3.py writes it, in its order: the
-    test split in corpus order, then the clips scored apart, their targets prefixed "[label] "."""
+    """Every (target, prediction) pair of a test log as write_test_log wrote it, in its order:
+    hw2-q3.py's test split in corpus order, then the clips scored apart, their targets prefixed
+    "[label] "."""
     if not path.exists():
         raise fail(f"missing test log {path}; run the script that writes it")
     return re.findall(r"^target: (.*)\npred:   (.*)$", path.read_text(encoding="utf-8"),

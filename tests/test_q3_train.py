@@ -15,6 +15,7 @@ import hw2.ljspeech as lj
 from conftest import REPO, load_script, write_corpus
 from hw2 import asr_metrics as metrics
 from hw2 import checkpoints
+from hw2 import results as results_module
 from hw2.asr_model import SpeechToText
 
 q3 = load_script("hw2-q3.py")
@@ -524,7 +525,7 @@ def test_a_tempo_or_warp_range_of_a_half_or_more_is_a_usage_error(flag, capsys):
 
 
 def test_test_log_path_is_recorded_relative_to_the_repository(tmp_path, monkeypatch):
-    monkeypatch.setattr(q3, "REPO_DIR", tmp_path)  # a repository with an -out_dir inside it
+    monkeypatch.setattr(results_module, "REPO_DIR", tmp_path)  # an -out_dir inside the repository
     results = tmp_path / "smoke" / "report" / "results"
     assert q3.write_test_log("q3-x", [("ab", "ab")], results) == \
         "smoke/report/results/q3-x-test-log.txt"
