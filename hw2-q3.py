@@ -25,7 +25,7 @@ from hw2 import cli, figures
 from hw2.asr_metrics import (SIMILARITIES, STOP, bootstrap_cer, error_rates, first_stop,
                              similarity_anatomy, string_scores)
 from hw2.asr_model import SpeechToText
-from hw2.augment import Augmentation, augment
+from hw2.augment import REVERB_DRR_DB, Augmentation, augment
 from hw2.checkpoints import Checkpoint, check_identity, exclusive, read_checkpoint
 from hw2.cli import (add_common_args, ensure_writable, fail, non_negative_float,
                      non_negative_int, positive_float, positive_int, torch_device)
@@ -218,7 +218,9 @@ def train_step(model: SpeechToText, bank: FeatureBank, indices, optimizer, optio
 RUN_IDENTITY = ("decoder", "epochs", "lr", "batch_size", "eval_batch_size", "encoder_layers",
                 "statement_norm", "train_clips", "eval_clips", "fast", "schedule",
                 "warmup_updates", "curriculum", "eval_every", "amp", "seed", "speed_perturb",
-                "vtlp", "freq_masks", "time_masks", "utterance_norm")
+                "vtlp", "freq_masks", "time_masks", "reverb", "utterance_norm")
+# Flags added after checkpoints were committed, with the value those checkpoints were trained at.
+ADDED_LATER = {"utterance_norm": False, "reverb": 0.0}
 
 
 def run_identity(args: argparse.Namespace, corpus: LJSpeech) -> dict:
@@ -248,8 +250,9 @@ def train(args: argparse.Namespace, options: Options, corpus: LJSpeech, bank: Fe
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     augmentation = Augmentation(args.speed_perturb, args.vtlp, args.freq_masks,
-                                time_masks=args.time_masks)
-    checkpoint = Checkpoint(checkpoint_path(args), run_identity(args, corpus), args.resume)
+                                time_masks=args.time_masks, reverb=args.reverb)
+    checkpoint = Checkpoint(checkpoint_path(args), run_identity(args, corpus), args.resume,
+                            ADDED_LATER)
     state = resume(checkpoint, model, optimizer, scheduler)
     model.train()
     losses, timer = [], Timer()  # timer.lap(): training + validation time
@@ -434,7 +437,8 @@ def restore_model(args: argparse.Namespace, corpus: LJSpeech) -> SpeechToText:
     """The model of the finished run's checkpoint, if it is the run the flags describe."""
     path = checkpoint_path(args)
     saved = read_checkpoint(path)
-    check_identity(path, saved.get("identity"), run_identity(args, corpus), "-analysis_only")
+    check_identity(path, saved.get("identity"), run_identity(args, corpus), "-analysis_only",
+                   ADDED_LATER)
     if saved["update"] < saved["updates"]:
         raise fail(f"-analysis_only: {path} is an unfinished run (update {saved['update']} of "
                    f"{saved['updates']}); finish it with -resume first")
@@ -483,7 +487,7 @@ def engine_breakdown(corpus: LJSpeech, clips: list[Clip],
     split has other voices."""
     pairs, vectorizer = read_test_log(test_log)[:len(clips)], TokenVectorizer()
     rows = [vectorizer(clip.normalized).tolist() for clip in clips]
-    logged = [vectorizer.decode(row[1:first_stop(row)]) for row in rows]  # as write_test_log cuts them
+    logged = [vectorizer.decode(row[1:first_stop(row)]) for row in rows]  # cut as logged
     if [target for target, _ in pairs] != logged:
         raise fail(f"{test_log} does not hold this corpus's test split: run the training again")
     by_engine = defaultdict(list)
@@ -569,6 +573,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     for flag in ("speed_perturb", "vtlp"):
         if getattr(args, flag) >= 0.5:
             parser.error(f"argument -{flag}: must lie in [0, 0.5) (got {getattr(args, flag)})")
+    if args.reverb and args.utterance_norm:
+        parser.error("-reverb acts on the log-mel power, which -utterance_norm normalises before "
+                     "any augmentation: use one or the other")
     if args.tag and not args.tag.replace("-", "").isalnum():
         parser.error(f"-tag must be letters, digits and '-' (got {args.tag!r})")
     return args
@@ -614,6 +621,10 @@ def add_augmentation_args(group) -> None:
     group.add_argument("-time_masks", type=non_negative_int, default=0, metavar="N",
                        help=f"SpecAugment: N masks of up to {Augmentation.time_width} frames "
                             "per clip")
+    group.add_argument("-reverb", type=non_negative_float, default=0.0, metavar="R",
+                       help="a room's reverberation on each batch: decay time (RT60) drawn in "
+                            "[0, R] seconds, the tail {:g}-{:g} dB under the direct sound "
+                            "(e.g. 0.5; not with -utterance_norm)".format(*REVERB_DRR_DB))
     group.add_argument("-utterance_norm", action="store_true",
                        help="normalise each mel bin of each clip to zero mean and unit "
                             "variance over the clip (training and evaluation alike)")

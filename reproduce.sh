@@ -28,11 +28,17 @@ if [ -f data/LJSpeech-1.1/tts_manifest.tsv ]; then
   wait $a; wait $b
   ingredient vtlp -vtlp 0.1 & a=$!; ingredient specaugment -freq_masks 2 -time_masks 2 & b=$!
   wait $a; wait $b
+  ingredient reverb -reverb 0.5 & a=$!; ingredient none-seed43 -seed 43 & b=$!
+  wait $a; wait $b
   ingredient utterance-norm -utterance_norm -threads 2
+  # longer: none against the committed recipe's ingredients (an hour, two at a time)
+  ingredient long-none -epochs 7 & a=$!
+  ingredient long-recipe -epochs 7 -speed_perturb 0.1 -vtlp 0.1 -utterance_norm & b=$!
+  wait $a; wait $b
 fi
 # both decoders at once, one thread each, on the whole training split, in bf16 autocast, with
-# tempo, VTLP and per-clip normalisation but not SpecAugment's masks, which slowed learning most
-# (the committed CPU recipe; report/engineering.md says why each flag)
+# tempo, VTLP and per-clip normalisation but not SpecAugment's masks, under which the recipe's
+# first form underfitted (the committed CPU recipe; report/engineering.md says why each flag)
 Q3_CPU="-fast -batch_size 16 -epochs 11 -schedule update -warmup_updates 100 -amp -data_dir data \
   -threads 1 -workers 1 -resume -no_progress -force -speed_perturb 0.1 -vtlp 0.1 -utterance_norm"
 python hw2-q3.py -decoder transformer $Q3_CPU & attention=$!

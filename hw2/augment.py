@@ -6,12 +6,17 @@ act on the features held in memory, so augmentation costs no file read and no ST
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from hw2.ljspeech import SAMPLE_RATE, MelSettings
+
 Tensor = torch.Tensor
+FRAMES_PER_SECOND = SAMPLE_RATE / MelSettings.hop_length  # 137.8 log-mel frames a second
+REVERB_DRR_DB = (5.0, 20.0)  # direct-to-reverberant ratio of a small room, close microphone
 
 
 @dataclass(frozen=True)
@@ -23,10 +28,11 @@ class Augmentation:
     freq_width: int = 15
     time_masks: int = 0       # SpecAugment: masks of up to time_width frames per clip
     time_width: int = 40
+    reverb: float = 0.0       # room reverberation time (RT60) drawn in [0, reverb] s per batch
 
     @property
     def enabled(self) -> bool:
-        return bool(self.speed or self.vtlp or self.freq_masks or self.time_masks)
+        return bool(self.speed or self.vtlp or self.freq_masks or self.time_masks or self.reverb)
 
 
 def uniform(generator: torch.Generator, low: float, high: float) -> float:
@@ -58,6 +64,33 @@ def warp_mel_axis(audio: Tensor, factor: float) -> Tensor:
     return audio[:, low] * (1 - weight) + audio[:, high] * weight
 
 
+def reverberate(audio: Tensor, lengths: Tensor | None, rt60: float, drr_db: float) -> Tensor:
+    """A room's late reverberation, in the power domain of the handed-out log-mel
+    ((log10 power + 4) / 4): every frame's power also reaches the next frames, decaying by 60 dB
+    in `rt60` seconds, with a tail of `drr_db` dB less energy than the direct sound. Causal, so
+    a clip's frames never hear the padding after it; the handed-out floor (8 decades under each
+    clip's loudest value) is applied again, and frames past `lengths` stay zero (without
+    lengths the batch is the handed-out input, whose padding the tail reaches as a room's
+    would)."""
+    taps = round(rt60 * FRAMES_PER_SECOND)
+    if taps == 0:  # a tail shorter than half a frame: nothing the log-mel frames can show
+        return audio
+    # the decay's shape, summing to one, times the tail's energy relative to the direct sound's
+    decay = torch.softmax(-math.log(1e6) / (rt60 * FRAMES_PER_SECOND)
+                          * torch.arange(taps, 0, -1, device=audio.device), dim=0)
+    tail = decay * 10 ** (-drr_db / 10)
+    kernel = torch.cat([tail, torch.ones_like(tail[:1])])  # oldest frame first, then the direct
+    power = 10 ** (4 * audio.float() - 4)
+    heard = F.pad(power, (taps, 0)).unfold(-1, taps + 1, 1) @ kernel  # (B, n_mels, T)
+    log_spec = heard.log10()
+    log_spec = torch.maximum(log_spec, log_spec.amax(dim=(1, 2), keepdim=True) - 8.0)
+    heard = ((log_spec + 4.0) / 4.0).to(audio.dtype)
+    if lengths is None:
+        return heard
+    inside = torch.arange(audio.shape[-1], device=audio.device) < lengths.to(audio.device)[:, None]
+    return heard * inside[:, None, :]
+
+
 def mask_bands(audio: Tensor, axis: int, count: int, width: int, limits: Tensor,
                generator: torch.Generator) -> Tensor:
     """Zero `count` bands of up to `width` positions per clip along `axis` (1: mel, 2: time),
@@ -75,12 +108,15 @@ def mask_bands(audio: Tensor, axis: int, count: int, width: int, limits: Tensor,
 
 def augment(audio: Tensor, lengths: Tensor | None, settings: Augmentation,
             generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
-    """The batch as one training step sees it: tempo, then mel warp, then SpecAugment masks."""
+    """The batch as one training step sees it: tempo, mel warp, room, then SpecAugment masks."""
     if settings.speed:
         audio, lengths = change_speed(audio, lengths, uniform(generator, 1 - settings.speed,
                                                               1 + settings.speed))
     if settings.vtlp:
         audio = warp_mel_axis(audio, uniform(generator, 1 - settings.vtlp, 1 + settings.vtlp))
+    if settings.reverb:
+        audio = reverberate(audio, lengths, uniform(generator, 0.0, settings.reverb),
+                            uniform(generator, *REVERB_DRR_DB))
     frames = lengths if lengths is not None else torch.full((audio.shape[0],), audio.shape[-1])
     if settings.freq_masks:
         audio = mask_bands(audio, 1, settings.freq_masks, settings.freq_width,

@@ -109,13 +109,15 @@ def read_checkpoint(path: Path) -> dict:
                    "afresh") from None
 
 
-def check_identity(path: Path, saved: dict | None, identity: dict, flag: str = "-resume"
-                   ) -> None:
+def check_identity(path: Path, saved: dict | None, identity: dict, flag: str = "-resume",
+                   implied: Mapping[str, Any] | None = None) -> None:
     """Stop, naming what differs, unless `saved` (the identity recorded in `path`) is
-    `identity`; `flag` is what asked for the file (-resume, -analysis_only)."""
+    `identity`; `flag` is what asked for the file (-resume, -analysis_only). `implied`: the
+    values of flags added after older files were written, which those files lack."""
     how = f"run without {flag}, or delete it, to start afresh"
     if saved is None:
         raise fail(f"{flag}: {path} records no run identity (an older version wrote it); {how}")
+    saved = {**(implied or {}), **saved}
     changed = [f"{key} {saved.get(key)!r} -> {value!r}" for key, value in identity.items()
                if saved.get(key) != value]
     if changed:
@@ -141,8 +143,10 @@ class Checkpoint:
     -resume asked for it and the run identity matches (the RNG restored), `save` writes it
     atomically with the identity and the RNG state."""
 
-    def __init__(self, path: Path, identity: dict, resume: bool):
+    def __init__(self, path: Path, identity: dict, resume: bool,
+                 implied: Mapping[str, Any] | None = None):
         self.path, self.identity, self.resume = Path(path), identity, resume
+        self.implied = implied  # see check_identity
         self.lock_path = self.path.with_suffix(".lock")
 
     def __enter__(self) -> "Checkpoint":
@@ -157,7 +161,7 @@ class Checkpoint:
         if not (self.resume and self.path.exists()):
             return None
         state = read_checkpoint(self.path)
-        check_identity(self.path, state.get("identity"), self.identity)
+        check_identity(self.path, state.get("identity"), self.identity, implied=self.implied)
         restore_rng(state["rng"])
         return state
 

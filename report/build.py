@@ -236,10 +236,21 @@ def table_q3_test(res: Results) -> str:
 BEFORE = {"lstm": "q3-lstm-espeak-flite", "transformer": "q3-transformer-espeak-flite"}
 WITH_MASKS = {"lstm": "q3-lstm-masks", "transformer": "q3-transformer-masks"}
 INGREDIENTS = {"none": "nothing (espeak-ng and flite voices only)",
+               "none-seed43": "nothing, another seed (43 instead of 42)",
                "speed": "tempo perturbation", "vtlp": "vocal-tract-length perturbation",
-               "specaugment": "SpecAugment masks",
+               "specaugment": "SpecAugment masks", "reverb": "room reverberation",
                "utterance-norm": "per-clip feature normalisation"}
-INGREDIENT_FLAGS = ("speed_perturb", "vtlp", "freq_masks", "time_masks", "utterance_norm")
+# The same runs trained longer: without augmentation, and with the CPU recipe's ingredients.
+LONGER = {"long-none": "nothing",
+          "long-recipe": "tempo, VTLP and per-clip normalisation (the CPU recipe's)"}
+# The augmentation flags that take a value, in words; -utterance_norm is a switch.
+INGREDIENT_FLAGS = {"speed_perturb": "tempo", "vtlp": "VTLP", "freq_masks": "masks",
+                    "time_masks": "masks", "reverb": "reverberation"}
+
+
+def ingredient_run(arm: str) -> str:
+    """The results name of one run without festival's voice (hw2-q3 -tag ingredient-<arm>)."""
+    return f"q3-transformer-ingredient-{arm}"
 
 
 def logged_pairs(res: Results, name: str, label: str) -> list[tuple[str, str]]:
@@ -263,13 +274,13 @@ def cer_with_interval(res: Results, name: str, key: str, label: str) -> str:
 
 def augmentation_label(config: dict, short: bool = False) -> str:
     """The augmentation flags a run was given ("none" without any); `short`: in words."""
-    flags = [f"-{flag} {config[flag]}" for flag in INGREDIENT_FLAGS[:4] if config.get(flag)]
-    flags += ["-utterance_norm"] * bool(config.get("utterance_norm"))
-    if not short:
-        return " ".join(flags) or "none"
-    words = {"-speed_perturb": "tempo", "-vtlp": "VTLP", "-freq_masks": "masks",
-             "-time_masks": "masks", "-utterance_norm": "per-clip norm"}
-    return ", ".join(dict.fromkeys(words[f.split()[0]] for f in flags)) or "none"
+    given = [flag for flag in INGREDIENT_FLAGS if config.get(flag)]
+    norm = bool(config.get("utterance_norm"))
+    if short:
+        words = [*dict.fromkeys(INGREDIENT_FLAGS[flag] for flag in given)]
+        return ", ".join(words + ["per-clip norm"] * norm) or "none"
+    flags = [f"-{flag} {config[flag]}" for flag in given] + ["-utterance_norm"] * norm
+    return " ".join(flags) or "none"
 
 
 def corpus_label(res: Results, name: str) -> str:
@@ -296,11 +307,21 @@ def table_q3_genuine(res: Results) -> str:
 
 
 def table_q3_ingredients(res: Results) -> str:
-    """Each ingredient alone, in short attention-decoder runs: synthetic test CER, the voice
-    no model heard (what the choice is made on) and the genuine recordings (reported only)."""
+    """Each ingredient alone, in short attention-decoder runs."""
+    return ingredient_table(res, INGREDIENTS)
+
+
+def table_q3_longer(res: Results) -> str:
+    """No ingredient against the committed recipe's, in longer attention-decoder runs."""
+    return ingredient_table(res, LONGER)
+
+
+def ingredient_table(res: Results, arms: dict[str, str]) -> str:
+    """Synthetic test CER, the voice no model heard (what a choice is made on) and the genuine
+    recordings (reported only) of the attention-decoder runs without festival's voice."""
     rows = []
-    for arm, label in INGREDIENTS.items():
-        name = f"q3-transformer-ingredient-{arm}"
+    for arm, label in arms.items():
+        name = ingredient_run(arm)
         rows.append([label, augmentation_label(res.get(name, "config")),
                      f"{res.get(name, 'results.test.cer'):.3f}",
                      cer_with_interval(res, name, "heldout_clips", "held-out voice"),
@@ -467,7 +488,8 @@ TABLES: dict[str, Callable[[Results], str]] = {
     "q1_feature_map": table_q1_feature_map, "q1_positivity": table_q1_positivity,
     "q2_runs": table_q2_runs, "q2_params": table_q2_params, "q2_speed": table_q2_speed,
     "q3_test": table_q3_test, "q3_genuine": table_q3_genuine, "q3_settings": table_q3_settings,
-    "q3_ingredients": table_q3_ingredients, "q3_engines": table_q3_engines,
+    "q3_ingredients": table_q3_ingredients, "q3_longer": table_q3_longer,
+    "q3_engines": table_q3_engines,
     "q3_genuine_examples": table_q3_genuine_examples,
     "q3_similarity_example": table_q3_similarity_example, "q3_speed": table_q3_speed,
     "q3_speed_gpu": table_q3_speed_gpu, "q3_runs": table_q3_runs,
@@ -496,8 +518,7 @@ def redraw_figures(res: Results, plots_dir: Path = PLOTS_DIR) -> None:
     histories = {key: res.get(name, "results.history") for key, name in Q3_RUNS.items()}
     for (decoder, _), name in Q3_RUNS.items():
         figures.plot_q3_history(name, decoder, histories[decoder, _], plots_dir)
-    for arm in INGREDIENTS:  # issue 25's short runs: each ingredient alone
-        name = f"q3-transformer-ingredient-{arm}"
+    for name in map(ingredient_run, {**INGREDIENTS, **LONGER}):  # issue 25's runs without festival
         figures.plot_q3_history(name, "transformer", res.get(name, "results.history"), plots_dir)
     figures.plot_q3_decoders("q3-both", {d: histories[d, "cpu"] for d in DECODERS}, plots_dir)
     figures.plot_q3_comparison("q3-decoders", {

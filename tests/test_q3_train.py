@@ -146,7 +146,7 @@ def results(tmp_path, name):
 
 @pytest.mark.parametrize("schedule", [["-eval_every", "1", "-schedule", "update"], [],
                                       ["-speed_perturb", "0.1", "-vtlp", "0.1", "-freq_masks",
-                                       "1", "-time_masks", "2"]])
+                                       "1", "-time_masks", "2", "-reverb", "0.3"]])
 def test_resume_after_interruption_reproduces_the_uninterrupted_run(tiny_corpus, tmp_path,
                                                                     monkeypatch, schedule):
     """Stopped in the middle of epoch 2 (update 3 of 6), resumed from the last checkpoint:
@@ -184,6 +184,22 @@ def test_resume_refuses_a_checkpoint_of_another_configuration(tiny_corpus, tmp_p
     with pytest.raises(SystemExit, match=r"-resume: \S*q3-transformer-seed42.pt is another run "
                        r"\(epochs 1 -> 2, lr 0.001 -> 0.0001\); run without -resume"):
         q3.main(cli(tiny_corpus, tmp_path, "b", "-epochs", "2", "-learning_rate", "1e-4", "-resume",
+                    "-checkpoint_dir", str(tmp_path)))
+
+
+def test_a_checkpoint_older_than_a_flag_matches_that_flag_off(tiny_corpus, tmp_path):
+    """-reverb came after the committed checkpoints: their identity lacks it, and it was off."""
+    q3.main(cli(tiny_corpus, tmp_path, "a", "-epochs", "1", "-checkpoint_dir", str(tmp_path)))
+    path = tmp_path / "q3-transformer-seed42.pt"
+    state = torch.load(path, weights_only=False)
+    del state["identity"]["reverb"]
+    torch.save(state, path)
+    q3.main(cli(tiny_corpus, tmp_path, "b", "-epochs", "1", "-analysis_only",
+                "-checkpoint_dir", str(tmp_path)))
+    written = tmp_path / "b" / "report" / "results" / "q3-transformer-analysis.json"
+    assert json.loads(written.read_text())["config"]["reverb"] == 0.0
+    with pytest.raises(SystemExit, match=r"another run \(reverb 0.0 -> 0.3\)"):
+        q3.main(cli(tiny_corpus, tmp_path, "c", "-epochs", "1", "-reverb", "0.3", "-resume",
                     "-checkpoint_dir", str(tmp_path)))
 
 
@@ -359,6 +375,14 @@ def test_device_tpu_is_a_usage_error_before_any_feature_is_computed(tiny_corpus,
     line = usage_error(cli(tiny_corpus, tmp_path, "x", "-epochs", "1", "-device", "tpu"), capsys)
     assert ": error: argument -device: tpu is not usable here (" in line
     assert not (tmp_path / "cache").exists() and not (tmp_path / "x").exists()
+
+
+def test_reverberation_with_per_clip_normalisation_is_a_usage_error(tiny_corpus, tmp_path,
+                                                                     capsys):
+    line = usage_error(cli(tiny_corpus, tmp_path, "x", "-reverb", "0.5", "-utterance_norm"),
+                       capsys)
+    assert line.endswith("error: -reverb acts on the log-mel power, which -utterance_norm "
+                         "normalises before any augmentation: use one or the other")
 
 
 def test_analysis_only_refuses_a_checkpoint_of_another_configuration(tiny_corpus, tmp_path):

@@ -269,7 +269,8 @@ def test_intervals_from_the_test_logs_equal_those_the_runs_recorded():
     also recorded theirs, the two agree, and the log holds every scored clip."""
     res = build.Results(build.RESULTS_DIR)
     runs = [("q3-transformer", "real_clips", "genuine"), ("q3-lstm", "real_clips", "genuine")]
-    runs += [(f"q3-transformer-ingredient-{arm}", key, label) for arm in build.INGREDIENTS
+    runs += [(build.ingredient_run(arm), key, label)
+             for arm in {**build.INGREDIENTS, **build.LONGER}
              for key, label in (("real_clips", "genuine"), ("heldout_clips", "held-out voice"))]
     for name, key, label in runs:
         pairs = build.logged_pairs(res, name, label)
@@ -284,3 +285,6 @@ def test_augmentation_labels_name_each_flag_once():
         "-speed_perturb 0.1 -freq_masks 2 -time_masks 2 -utterance_norm"
     assert build.augmentation_label(config, short=True) == "tempo, masks, per-clip norm"
     assert build.augmentation_label({}) == build.augmentation_label({}, short=True) == "none"
+    room = {"reverb": 0.5, "utterance_norm": False}
+    assert build.augmentation_label(room) == "-reverb 0.5"
+    assert build.augmentation_label(room, short=True) == "reverberation"
