@@ -31,9 +31,16 @@ if [ -f data/LJSpeech-1.1/tts_manifest.tsv ]; then
   ingredient reverb -reverb 0.5 & a=$!; ingredient none-seed43 -seed 43 & b=$!
   wait $a; wait $b
   ingredient utterance-norm -utterance_norm -threads 2
-  # longer: none against the committed recipe's ingredients (an hour, two at a time)
+  # longer (7 epochs, ~37 min each, two at a time): each ingredient but the masks alone, then
+  # the committed recipe's three together
   ingredient long-none -epochs 7 & a=$!
   ingredient long-recipe -epochs 7 -speed_perturb 0.1 -vtlp 0.1 -utterance_norm & b=$!
+  wait $a; wait $b
+  ingredient long-utterance-norm -epochs 7 -utterance_norm & a=$!
+  ingredient long-reverb -epochs 7 -reverb 0.5 & b=$!
+  wait $a; wait $b
+  ingredient long-speed -epochs 7 -speed_perturb 0.1 & a=$!
+  ingredient long-vtlp -epochs 7 -vtlp 0.1 & b=$!
   wait $a; wait $b
 fi
 # both decoders at once, one thread each, on the whole training split, in bf16 autocast, with

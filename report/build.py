@@ -240,8 +240,10 @@ INGREDIENTS = {"none": "nothing (espeak-ng and flite voices only)",
                "speed": "tempo perturbation", "vtlp": "vocal-tract-length perturbation",
                "specaugment": "SpecAugment masks", "reverb": "room reverberation",
                "utterance-norm": "per-clip feature normalisation"}
-# The same runs trained longer: without augmentation, and with the CPU recipe's ingredients.
-LONGER = {"long-none": "nothing",
+# The same runs trained longer: each ingredient but the masks alone, then the CPU recipe's three.
+LONGER = {"long-none": "nothing", "long-speed": INGREDIENTS["speed"],
+          "long-vtlp": INGREDIENTS["vtlp"], "long-utterance-norm": INGREDIENTS["utterance-norm"],
+          "long-reverb": INGREDIENTS["reverb"],
           "long-recipe": "tempo, VTLP and per-clip normalisation (the CPU recipe's)"}
 # The augmentation flags that take a value, in words; -utterance_norm is a switch.
 INGREDIENT_FLAGS = {"speed_perturb": "tempo", "vtlp": "VTLP", "freq_masks": "masks",
