@@ -32,8 +32,8 @@ from hw2.cli import (add_common_args, ensure_writable, fail, non_negative_float,
 from hw2.ljspeech import (AUDIO_TIME, TTS_MANIFEST, Clip, ClipBatches, FeatureBank,
                           FeatureCache, LJSpeech, LogMel, SpeechDataset, TokenVectorizer,
                           read_tts_manifest, tts_engines)
-from hw2.results import (Timer, check_replaceable, read_test_log, write_results,
-                         write_test_log)
+from hw2.results import (Timer, check_replaceable, read_test_log, test_log_path,
+                         write_results, write_test_log)
 from utils import configure_seed
 
 
@@ -470,7 +470,7 @@ def analysis(model: SpeechToText, corpus: LJSpeech, args: argparse.Namespace,
                  "example_maps": example_maps(maps, rows[shortest], frames[shortest], shortest)}
     summary = {"attention": attention,
                "similarities": similarity_anatomy(text.tolist(), rows, shortest)}
-    test_log = out.results / f"{run_name(args)}-test-log.txt"
+    test_log = test_log_path(out.results, run_name(args))
     if is_tts(corpus) and test_log.exists():
         summary["test_by_engine"] = engine_breakdown(
             corpus, corpus.split("test", args.eval_clips), test_log)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from hw2.ljspeech import SAMPLE_RATE, MelSettings
+from hw2.ljspeech import SAMPLE_RATE, MelSettings, log_mel_from_power, power_from_log_mel
 
 Tensor = torch.Tensor
 FRAMES_PER_SECOND = SAMPLE_RATE / MelSettings.hop_length  # 137.8 log-mel frames a second
@@ -80,11 +80,9 @@ def reverberate(audio: Tensor, lengths: Tensor | None, rt60: float, drr_db: floa
                           * torch.arange(taps, 0, -1, device=audio.device), dim=0)
     tail = decay * 10 ** (-drr_db / 10)
     kernel = torch.cat([tail, torch.ones_like(tail[:1])])  # oldest frame first, then the direct
-    power = 10 ** (4 * audio.float() - 4)
+    power = power_from_log_mel(audio.float())
     heard = F.pad(power, (taps, 0)).unfold(-1, taps + 1, 1) @ kernel  # (B, n_mels, T)
-    log_spec = heard.log10()
-    log_spec = torch.maximum(log_spec, log_spec.amax(dim=(1, 2), keepdim=True) - 8.0)
-    heard = ((log_spec + 4.0) / 4.0).to(audio.dtype)
+    heard = log_mel_from_power(heard).to(audio.dtype)
     if lengths is None:
         return heard
     inside = torch.arange(audio.shape[-1], device=audio.device) < lengths.to(audio.device)[:, None]

@@ -200,9 +200,22 @@ class LogMel:
             n_stft=settings.n_fft // 2 + 1, norm="slaney", mel_scale="slaney")
 
     def __call__(self, waveform: torch.Tensor) -> torch.Tensor:
-        log_spec = self.mel(self.spectrogram(waveform)).clamp(min=1e-10).log10()
-        log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
-        return (log_spec + 4.0) / 4.0
+        return log_mel_from_power(self.mel(self.spectrogram(waveform)))
+
+
+def log_mel_from_power(mel_power: torch.Tensor) -> torch.Tensor:
+    """The handed-out scaling of mel power (..., n_mels, frames): log10 clamped at 1e-10,
+    floored 8 decades under each clip's loudest value, then (x + 4) / 4. Shared by LogMel and
+    the augmentations that act on the power (hw2/augment.py)."""
+    log_spec = mel_power.clamp(min=1e-10).log10()
+    log_spec = torch.maximum(log_spec, log_spec.amax(dim=(-2, -1), keepdim=True) - 8.0)
+    return (log_spec + 4.0) / 4.0
+
+
+def power_from_log_mel(features: torch.Tensor) -> torch.Tensor:
+    """The mel power behind handed-out log-mel features (the inverse of the scaling above,
+    above the floor)."""
+    return 10 ** (4 * features - 4)
 
 
 class FeatureCache:

@@ -179,10 +179,15 @@ class Timer:
         return seconds
 
 
+def test_log_path(results_dir: Path, name: str) -> Path:
+    """Where the run `name` keeps its test log, beside its results file."""
+    return results_dir / f"{name}-test-log.txt"
+
+
 def write_test_log(name: str, pairs: list[tuple[str, str]], results_dir: Path) -> str:
     """Every decoded test clip beside its target, written atomically; returns its path as the
     results file records it (relative to the repository when it lies inside)."""
-    path = results_dir / f"{name}-test-log.txt"
+    path = test_log_path(results_dir, name)
     with atomic_write(path) as tmp:
         tmp.write_text("".join(f"target: {t}\npred:   {p}\n\n" for t, p in pairs))
     return str(path.relative_to(REPO_DIR) if path.is_relative_to(REPO_DIR) else path)

@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO_DIR))
 
 from hw2 import figures  # noqa: E402
 from hw2.asr_metrics import bootstrap_cer  # noqa: E402
-from hw2.results import read_test_log  # noqa: E402
+from hw2.results import read_test_log, test_log_path  # noqa: E402
 
 RESULTS_DIR = REPORT_DIR / "results"
 PLOTS_DIR = REPO_DIR / "plots"
@@ -257,7 +257,7 @@ def ingredient_run(arm: str) -> str:
 
 def logged_pairs(res: Results, name: str, label: str) -> list[tuple[str, str]]:
     """The (target, prediction) pairs of one kind of clip in a run's test log."""
-    path = res.dir / f"{name}-test-log.txt"
+    path = test_log_path(res.dir, name)
     if not path.exists():
         raise BuildError(f"missing test log {path}; run the script that writes it")
     prefix = f"[{label}] "
@@ -314,7 +314,8 @@ def table_q3_ingredients(res: Results) -> str:
 
 
 def table_q3_longer(res: Results) -> str:
-    """No ingredient against the committed recipe's, in longer attention-decoder runs."""
+    """Each ingredient but the masks alone, and the committed recipe's three together, in
+    longer attention-decoder runs."""
     return ingredient_table(res, LONGER)
 
 
