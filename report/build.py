@@ -334,6 +334,69 @@ def ingredient_table(res: Results, arms: dict[str, str]) -> str:
                            "genuine CER [95% interval]"], rows)
 
 
+# Issue 26, on one H200: candidate GPU recipes trained side by side (per decoder, the one with
+# the lower final validation CER is the GPU recipe), and the LSTM decoder at the statement's
+# setting with the handed-out padding and with -fast, both stopped at the device's time limit
+# after 7-8 of their 15 epochs: their validation lines survive only in the console logs.
+GPU_CANDIDATES = {"transformer": {"": "q3-transformer-gpu-t64", "aug": "q3-transformer-gpu-t64aug"},
+                  "lstm": {"": "q3-lstm-gpu-l64", "aug": "q3-lstm-gpu-l64aug"}}
+PADDING_LOGS = {"handed-out padding": "q3-lstm-gpu-padded-console-log.txt",
+                "-fast": "q3-lstm-gpu-fast-console-log.txt"}
+VALIDATION_LINE = re.compile(  # as hw2-q3.py's validate() prints it
+    r"^\[update (\d+), epoch ([\d.]+)\] lr \S+  train loss ([\d.]+)  val loss ([\d.]+)  "
+    r"d-l ([\d.]+)  wer ([\d.]+)  cer ([\d.]+)  \((\d+) s\)$", re.M)
+
+
+def console_history(path: Path) -> list[dict]:
+    """The validation records of an interrupted run, read back from its console output."""
+    if not path.exists():
+        raise BuildError(f"missing console log {path}")
+    records = [{"update": int(u), "epoch": float(e), "train_loss": float(t), "seconds": int(s),
+                "validation": {"loss": float(v), "damerau-levenshtein_similarity": float(dl),
+                               "wer": float(w), "cer": float(c)}}
+               for u, e, t, v, dl, w, c, s in VALIDATION_LINE.findall(path.read_text())]
+    if not records:
+        raise BuildError(f"{path} has no validation lines")
+    return records
+
+
+def gpu_recipe(res: Results, decoder: str) -> str:
+    """The candidate with the lower validation CER after its last epoch (never the test)."""
+    return min(GPU_CANDIDATES[decoder].values(),
+               key=lambda name: res.get(name, "results.history.-1.validation.cer"))
+
+
+def table_q3_gpu_recipe(res: Results) -> str:
+    """The candidate GPU recipes: what each was given, its validation and test results, and
+    its time while sharing the GPU with the other runs."""
+    rows = []
+    for decoder, candidates in GPU_CANDIDATES.items():
+        for name in candidates.values():
+            config, test = res.get(name, "config"), res.get(name, "results.test")
+            rows.append([DECODERS[decoder] + (" (chosen)" if name == gpu_recipe(res, decoder)
+                                              else ""),
+                         augmentation_label(config, short=True), config["batch_size"],
+                         config["lr"], config["epochs"],
+                         f"{res.get(name, 'results.history.-1.validation.cer'):.3f}",
+                         f"{test['cer']:.3f}", f"{test['damerau-levenshtein_similarity']:.3f}",
+                         f"{res.get(name, 'results.train_seconds') / 60:.1f}"])
+    return markdown_table(["decoder", "augmentation", "batch", "peak lr", "epochs",
+                           "validation CER", "test CER", "test D-L",
+                           "training + validation (min, GPU shared)"], rows)
+
+
+def table_q3_gpu_padding(res: Results) -> str:
+    """Validation loss and CER per epoch of the LSTM decoder at the statement's setting: the
+    handed-out padding and -fast side by side (interrupted), and the committed -fast run."""
+    logs = {label: console_history(res.dir / log) for label, log in PADDING_LOGS.items()}
+    committed = res.get(Q3_RUNS["lstm", "gpu"], "results.history")
+    epochs = min(len(history) for history in logs.values())
+    rows = [[i + 1] + [f"{h[i]['validation']['loss']:.3f} / {h[i]['validation']['cer']:.3f}"
+                       for h in [*logs.values(), committed]] for i in range(epochs)]
+    return markdown_table(["epoch", *(f"{label}: val loss / CER" for label in logs),
+                           "committed -fast run (espeak-ng, flite): val loss / CER"], rows)
+
+
 def table_q3_engines(res: Results) -> str:
     """The committed CPU runs' synthetic test CER per voice (from their analysis files), beside
     the genuine recordings' CER."""
@@ -459,6 +522,9 @@ def table_q3_runs(res: Results) -> str:
 def table_q3_commands(res: Results) -> str:
     rows = [[DECODERS[decoder], SETTINGS[setting], f"`{res.get(name, 'command')}`"]
             for (decoder, setting), name in Q3_RUNS.items()]
+    rows += [[DECODERS[decoder], "GPU recipe" if name == gpu_recipe(res, decoder) else
+              "GPU recipe candidate", f"`{res.get(name, 'command')}`"]
+             for decoder, candidates in GPU_CANDIDATES.items() for name in candidates.values()]
     return markdown_table(["decoder", "run", "command"], rows)
 
 
@@ -496,7 +562,8 @@ TABLES: dict[str, Callable[[Results], str]] = {
     "q3_genuine_examples": table_q3_genuine_examples,
     "q3_similarity_example": table_q3_similarity_example, "q3_speed": table_q3_speed,
     "q3_speed_gpu": table_q3_speed_gpu, "q3_runs": table_q3_runs,
-    "q3_commands": table_q3_commands,
+    "q3_commands": table_q3_commands, "q3_gpu_recipe": table_q3_gpu_recipe,
+    "q3_gpu_padding": table_q3_gpu_padding,
 }
 
 
@@ -523,6 +590,13 @@ def redraw_figures(res: Results, plots_dir: Path = PLOTS_DIR) -> None:
         figures.plot_q3_history(name, decoder, histories[decoder, _], plots_dir)
     for name in map(ingredient_run, {**INGREDIENTS, **LONGER}):  # issue 25's runs without festival
         figures.plot_q3_history(name, "transformer", res.get(name, "results.history"), plots_dir)
+    for decoder, candidates in GPU_CANDIDATES.items():  # issue 26's GPU recipes
+        for name in candidates.values():
+            figures.plot_q3_history(name, decoder, res.get(name, "results.history"), plots_dir)
+    figures.plot_q3_comparison("q3-gpu-recipes", {
+        title: {d: res.get(GPU_CANDIDATES[d][key], "results.history") for d in DECODERS}
+        for key, title in (("", "No augmentation"),
+                           ("aug", "Augmented"))}, plots_dir)
     figures.plot_q3_decoders("q3-both", {d: histories[d, "cpu"] for d in DECODERS}, plots_dir)
     figures.plot_q3_comparison("q3-decoders", {
         title: {d: histories[d, s] for d in DECODERS}

@@ -217,6 +217,28 @@ def test_faithful_run_writes_results_plots_and_log(tiny_corpus, tmp_path, capsys
     assert log.count("target: ") == 2 and "target: iota" in log
 
 
+def test_the_console_validation_lines_read_back_as_the_results_history(tiny_corpus, tmp_path,
+                                                                      capsys):
+    """report/build.py reads an interrupted run's validation from its console output (the
+    padding comparison): that reading gives the history the results file records."""
+    build = load_script("report/build.py")
+    q3.main(cli(tiny_corpus, tmp_path, "out", "-epochs", "2", "-fast",
+                "-checkpoint_dir", str(tmp_path / "ck")))
+    console = tmp_path / "console.txt"
+    console.write_text(capsys.readouterr().out)
+    logged = build.console_history(console)
+    recorded = results(tmp_path, "out")["history"]
+    assert len(logged) == len(recorded) == 2
+    for line, record in zip(logged, recorded):
+        assert (line["update"], line["epoch"]) == (record["update"], record["epoch"])
+        for key in ("loss", "damerau-levenshtein_similarity", "wer", "cer"):
+            assert line["validation"][key] == round(record["validation"][key], 3)
+        assert line["train_loss"] == round(record["train_loss"], 3)
+    console.write_text("no validation here\n")
+    with pytest.raises(build.BuildError, match="has no validation lines"):
+        build.console_history(console)
+
+
 def test_a_held_out_voice_is_scored_apart_with_its_interval(tiny_corpus, tmp_path):
     heldout = write_corpus(tmp_path / "voice" / "LJSpeech-1.1",
                            ["LJ100|kappa|kappa", "LJ101|theta|theta", "LJ102|rho|rho"],
