@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 from multiprocessing import get_context
 from pathlib import Path
+from xml.sax.saxutils import escape as xml_escape
 
 import numpy as np
 import soundfile
@@ -41,13 +42,21 @@ FLITE_SHARE = 0.3
 MANIFEST_HEADER = "id\tengine\tvoice\trate\tpitch\tsnr_db"
 FESTIVAL_VOICE = "cmu_us_slt_arctic_hts"  # Debian's festvox-us-slt-hts: a US-English woman
 FESTIVAL_SHARE = 0.2
-TOOLS = {"espeak-ng": "espeak-ng", "flite": "flite", "festival": "text2wave"}
+# -more_voices (off by default): SVOX Pico's two women (US, British) and MBROLA's three US
+# diphone voices (a woman, two men) spoken through espeak-ng; Debian non-free packages.
+PICO_VOICES = ("en-US", "en-GB")
+MBROLA_VOICES = ("mb-us1", "mb-us2", "mb-us3")
+MORE_VOICES_PACKAGES = "libttspico-utils mbrola mbrola-us1 mbrola-us2 mbrola-us3"
+TOOLS = {"espeak-ng": "espeak-ng", "flite": "flite", "festival": "text2wave",
+         "pico": "pico2wave", "mbrola": "mbrola"}
 
 
-def choose_voice(seed: int, index: int, festival_share: float = FESTIVAL_SHARE) -> dict:
+def choose_voice(seed: int, index: int, festival_share: float = FESTIVAL_SHARE,
+                 more_share: float = 0.0) -> dict:
     """The speaker of clip `index`: engine, voice, rate, pitch and noise level (deterministic).
-    Whether festival speaks is drawn from a stream of its own, so the other clips keep the
-    voices of a corpus rendered with another festival_share (0: the espeak-ng/flite corpus)."""
+    Whether festival speaks, then whether one of the -more_voices does, is drawn from a stream
+    of its own, so the other clips keep the voices of a corpus rendered with other shares (0
+    and 0: the espeak-ng/flite corpus)."""
     rng = np.random.default_rng([seed, index])
     noise_db = round(float(rng.uniform(30, 50)), 1)  # signal-to-noise ratio
     festival = np.random.default_rng([seed, index, 2])
@@ -55,6 +64,15 @@ def choose_voice(seed: int, index: int, festival_share: float = FESTIVAL_SHARE) 
         return {"engine": "festival", "voice": FESTIVAL_VOICE,
                 "rate": round(float(festival.uniform(0.8, 1.1)), 3),  # HTS speed (-r)
                 "pitch": round(float(festival.uniform(-3, 3)), 1),  # semitones (-fm)
+                "snr_db": noise_db}
+    more = np.random.default_rng([seed, index, 3])
+    if more.uniform() < more_share:
+        if more.uniform() < 0.5:  # Pico's speed and pitch levels, in % of its own
+            return {"engine": "pico", "voice": str(more.choice(PICO_VOICES)),
+                    "rate": int(more.integers(80, 121)), "pitch": int(more.integers(85, 116)),
+                    "snr_db": noise_db}
+        return {"engine": "mbrola", "voice": str(more.choice(MBROLA_VOICES)),
+                "rate": int(more.integers(135, 195)), "pitch": int(more.integers(25, 75)),
                 "snr_db": noise_db}
     if rng.uniform() < FLITE_SHARE:
         return {"engine": "flite", "voice": str(rng.choice(FLITE_VOICES)),
@@ -89,10 +107,15 @@ def run_synthesiser(command: list[str], **kwargs) -> None:
 def synthesise(text: str, voice: dict, workdir: Path) -> tuple[np.ndarray, int]:
     """Run the synthesiser; return its waveform (float32) and sample rate."""
     raw = workdir / "raw.wav"
-    if voice["engine"] == "espeak-ng":
+    if voice["engine"] in ("espeak-ng", "mbrola"):  # MBROLA's voices speak through espeak-ng
         command = ["espeak-ng", "-v", voice["voice"], "-s", str(voice["rate"]), "-p",
                    str(voice["pitch"]), "-w", str(raw), "--stdin"]
         run_synthesiser(command, input=text, text=True)
+        return read_output(raw, voice["engine"])
+    if voice["engine"] == "pico":  # the text itself carries Pico's speed and pitch markup
+        markup = (f'<speed level="{voice["rate"]}"><pitch level="{voice["pitch"]}">'
+                  f'{xml_escape(text)}</pitch></speed>')
+        run_synthesiser(["pico2wave", "-l", voice["voice"], "-w", str(raw), markup])
         return read_output(raw, voice["engine"])
     text_file = workdir / "text.txt"
     text_file.write_text(text)
@@ -180,18 +203,26 @@ def check_destination(folder: Path, metadata: Path) -> None:
                    "elsewhere (-metadata) or into another -data_dir")
 
 
-def check_tools(festival_share: float) -> None:
-    """Stop before rendering anything if a synthesiser, or festival's voice, is missing."""
-    needed = [engine for engine in TOOLS if engine != "festival" or festival_share > 0]
+def check_tools(festival_share: float, more_share: float = 0.0) -> None:
+    """Stop before rendering anything if a synthesiser, or one of its voices, is missing."""
+    needed = ["espeak-ng", "flite"] + ["festival"] * (festival_share > 0) \
+        + ["pico", "mbrola"] * (more_share > 0)
+    packages = "espeak-ng flite" + " festival festvox-us-slt-hts" * (festival_share > 0) \
+        + f" {MORE_VOICES_PACKAGES} (Debian non-free)" * (more_share > 0)
     missing = [TOOLS[engine] for engine in needed if shutil.which(TOOLS[engine]) is None]
     if missing:
-        raise fail(f"{', '.join(missing)} not found: apt-get install espeak-ng flite"
-                   + (" festival festvox-us-slt-hts" if festival_share > 0 else ""))
+        raise fail(f"{', '.join(missing)} not found: apt-get install {packages}")
     if festival_share > 0:  # festival loads the voice, or says it has none
         try:
             run_synthesiser(["festival", "--batch", f"(voice_{FESTIVAL_VOICE})"])
         except SynthesiserError as err:
             raise fail(f"{err} (apt-get install festvox-us-slt-hts)") from None
+    if more_share > 0:  # each MBROLA voice says a word, or espeak-ng says it has none
+        for voice in MBROLA_VOICES:
+            try:
+                run_synthesiser(["espeak-ng", "-v", voice, "-q", "a"])
+            except SynthesiserError as err:
+                raise fail(f"{err} ({voice}: apt-get install {MORE_VOICES_PACKAGES})") from None
 
 
 def remove_stale(folder: Path, lines: dict[str, str]) -> int:
@@ -207,9 +238,9 @@ def remove_stale(folder: Path, lines: dict[str, str]) -> int:
 
 def build_tts_corpus(metadata: Path, out_root: Path, seed: int, limit: int | None,
                      processes: int | None, progress: bool = True,
-                     festival_share: float = FESTIVAL_SHARE) -> dict:
+                     festival_share: float = FESTIVAL_SHARE, more_share: float = 0.0) -> dict:
     """Render the corpus into <out_root>/LJSpeech-1.1; returns counts for the summary line."""
-    check_tools(festival_share)
+    check_tools(festival_share, more_share)
     clips = parse_metadata(metadata)
     excluded = genuine_ids(metadata)
     folder = out_root / FOLDER
@@ -223,7 +254,7 @@ def build_tts_corpus(metadata: Path, out_root: Path, seed: int, limit: int | Non
         if not clip.normalized.strip():
             empty.append(clip.id)
             continue
-        voice = choose_voice(seed, index, festival_share)
+        voice = choose_voice(seed, index, festival_share, more_share)
         line = (f"{clip.id}\t{voice['engine']}\t{voice['voice']}\t{voice['rate']}\t"
                 f"{voice['pitch']}\t{voice['snr_db']}")
         jobs.append((index, (clip.id, clip.normalized, voice, str(folder / "wavs"), seed, index),
@@ -322,6 +353,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("-festival_share", type=unit_fraction, default=FESTIVAL_SHARE,
                         help="share of the clips spoken by festival's HTS voice (0: the "
                              "espeak-ng/flite corpus; default: %(default)s)")
+    parser.add_argument("-more_voices", type=unit_fraction, default=0.0, metavar="SHARE",
+                        help="share of the other clips spoken by SVOX Pico's two voices and "
+                             "MBROLA's three US voices (Debian non-free: "
+                             f"{MORE_VOICES_PACKAGES}; default: 0)")
     parser.add_argument("-hold_out", default=None, choices=sorted(TOOLS), metavar="ENGINE",
                         help="split the rendered corpus by voice (after rendering, with -tts): "
                              "one copy (links) without ENGINE's clips to train on, one of "
@@ -344,7 +379,8 @@ def main(argv=None) -> None:
         if args.tts:
             metadata = args.metadata or resolve_data_dir(None) / FOLDER / "metadata.csv"
             summary = build_tts_corpus(metadata, root, args.seed, args.limit, args.processes,
-                                       not args.no_progress, args.festival_share)
+                                       not args.no_progress, args.festival_share,
+                                       args.more_voices)
         else:
             root.mkdir(parents=True, exist_ok=True)
             download(root)

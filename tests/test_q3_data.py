@@ -1,3 +1,4 @@
+import shutil
 import subprocess
 import sys
 
@@ -243,6 +244,62 @@ def test_festival_takes_its_share_without_changing_the_other_clips_voices():
             assert voice == dl.choose_voice(42, index, festival_share=0.0)
     assert all(dl.choose_voice(7, i, festival_share=1.0)["engine"] == "festival"
                for i in range(20))
+
+
+def test_more_voices_take_their_share_without_changing_the_other_clips_voices():
+    """-more_voices draws from a stream of its own, after festival: festival's clips stay
+    festival's, the others keep their espeak-ng/flite voice unless Pico or MBROLA takes them."""
+    voices = [dl.choose_voice(42, i, more_share=0.3) for i in range(600)]
+    assert voices == [dl.choose_voice(42, i, more_share=0.3) for i in range(600)]
+    for index, voice in enumerate(voices):
+        default = dl.choose_voice(42, index)
+        if voice["engine"] not in ("pico", "mbrola"):
+            assert voice == default
+        else:
+            assert default["engine"] != "festival"
+    more = [v for v in voices if v["engine"] in ("pico", "mbrola")]
+    assert 0.2 < len(more) / (len(voices) * (1 - dl.FESTIVAL_SHARE)) < 0.4
+    assert {v["voice"] for v in more} == {*dl.PICO_VOICES, *dl.MBROLA_VOICES}
+    assert all(80 <= v["rate"] <= 120 and 85 <= v["pitch"] <= 115
+               for v in more if v["engine"] == "pico")
+    assert {dl.choose_voice(7, i, festival_share=0.0, more_share=1.0)["engine"]
+            for i in range(40)} == {"pico", "mbrola"}
+
+
+def test_missing_extra_voices_are_one_line_naming_their_packages(monkeypatch):
+    found = shutil.which
+    monkeypatch.setattr(dl.shutil, "which", lambda tool: None if tool == "pico2wave"
+                        else found(tool) or f"/usr/bin/{tool}")
+    with pytest.raises(SystemExit, match=r"^error: pico2wave not found: apt-get install "
+                       r"espeak-ng flite libttspico-utils mbrola mbrola-us1 mbrola-us2 "
+                       r"mbrola-us3 \(Debian non-free\)$"):
+        dl.check_tools(festival_share=0.0, more_share=0.5)
+    dl.check_tools(festival_share=0.0, more_share=0.0)  # not needed: not asked for
+
+
+def more_voices_ready() -> bool:
+    try:
+        dl.check_tools(festival_share=0.0, more_share=1.0)
+    except SystemExit:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not more_voices_ready(), reason="Pico and MBROLA not installed (Debian "
+                    f"non-free: apt-get install {dl.MORE_VOICES_PACKAGES})")
+def test_more_voices_render_in_the_corpus_format(tmp_path):
+    lines = [f"LJ001-{i:04d}|Clip number {i}.|clip number {i} & more." for i in range(1, 9)]
+    source = write_corpus(tmp_path / "src" / "LJSpeech-1.1", lines)
+    proc = render(source / "metadata.csv", tmp_path / "out", "-festival_share", "0",
+                  "-more_voices", "1")
+    assert proc.returncode == 0, proc.stderr
+    folder = tmp_path / "out" / "LJSpeech-1.1"
+    engines = [line.split("\t")[1] for line in
+               (folder / "tts_manifest.tsv").read_text().splitlines()[1:]]
+    assert set(engines) == {"pico", "mbrola"} and len(engines) == 8
+    for wav in (folder / "wavs").glob("*.wav"):
+        info = soundfile.info(str(wav))
+        assert info.samplerate == 22050 and info.channels == 1 and info.duration > 0.5
 
 
 def synthesisers_ready() -> bool:
