@@ -18,7 +18,6 @@ import subprocess
 import tempfile
 from multiprocessing import get_context
 from pathlib import Path
-from xml.sax.saxutils import escape as xml_escape
 
 import numpy as np
 import soundfile
@@ -112,9 +111,10 @@ def synthesise(text: str, voice: dict, workdir: Path) -> tuple[np.ndarray, int]:
                    str(voice["pitch"]), "-w", str(raw), "--stdin"]
         run_synthesiser(command, input=text, text=True)
         return read_output(raw, voice["engine"])
-    if voice["engine"] == "pico":  # the text itself carries Pico's speed and pitch markup
+    if voice["engine"] == "pico":  # the text itself carries Pico's speed and pitch markup;
+        spoken = text.replace("<", " ").replace(">", " ")  # Pico reads entities aloud: no escaping
         markup = (f'<speed level="{voice["rate"]}"><pitch level="{voice["pitch"]}">'
-                  f'{xml_escape(text)}</pitch></speed>')
+                  f'{spoken}</pitch></speed>')
         run_synthesiser(["pico2wave", "-l", voice["voice"], "-w", str(raw), markup])
         return read_output(raw, voice["engine"])
     text_file = workdir / "text.txt"

@@ -70,11 +70,16 @@ if python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
   python hw2-q3.py -decoder transformer $GPU_RECIPE $AUGMENTED -tag gpu-t64aug & ta=$!
   python hw2-q3.py -decoder lstm -curriculum $GPU_RECIPE -tag gpu-l64 & l=$!
   python hw2-q3.py -decoder lstm -curriculum $GPU_RECIPE $AUGMENTED -tag gpu-l64aug & la=$!
+  trap 'kill $t $ta $l $la 2>/dev/null || true' EXIT  # one fails: the others stop too
   wait $t; wait $ta; wait $l; wait $la
+  trap - EXIT
   # The report's padding comparison (the LSTM decoder at the statement's setting, handed-out
   # padding vs -fast) comes from the console output of two runs stopped after 8 and 7 epochs:
-  #   python hw2-q3.py -decoder lstm -device cuda -tag gpu-padded
-  #   python hw2-q3.py -decoder lstm -fast -device cuda -tag gpu-fast
+  # (side by side, stopped after 8 and 7 of their 15 epochs):
+  #   python hw2-q3.py -decoder lstm -device cuda -tag gpu-padded -data_dir data -no_progress \
+  #     | tee report/results/q3-lstm-gpu-padded-console-log.txt
+  #   python hw2-q3.py -decoder lstm -fast -device cuda -tag gpu-fast -data_dir data \
+  #     -no_progress | tee report/results/q3-lstm-gpu-fast-console-log.txt
 fi
 python bench/q3_bench.py -data_dir data -force  # training speed of each path (report/engineering.md)
 python report/build.py  # redraws the report's figures from the results, then the report

@@ -388,12 +388,16 @@ def table_q3_gpu_recipe(res: Results) -> str:
 def table_q3_gpu_padding(res: Results) -> str:
     """Validation loss and CER per epoch of the LSTM decoder at the statement's setting: the
     handed-out padding and -fast side by side (interrupted), and the committed -fast run."""
-    logs = {label: console_history(res.dir / log) for label, log in PADDING_LOGS.items()}
-    committed = res.get(Q3_RUNS["lstm", "gpu"], "results.history")
-    epochs = min(len(history) for history in logs.values())
-    rows = [[i + 1] + [f"{h[i]['validation']['loss']:.3f} / {h[i]['validation']['cer']:.3f}"
-                       for h in [*logs.values(), committed]] for i in range(epochs)]
-    return markdown_table(["epoch", *(f"{label}: val loss / CER" for label in logs),
+    histories = [console_history(res.dir / log) for log in PADDING_LOGS.values()]
+    histories.append(res.get(Q3_RUNS["lstm", "gpu"], "results.history"))
+    epochs = max(len(history) for history in histories[:-1])
+
+    def cell(history: list[dict], epoch: int) -> str:
+        found = [h["validation"] for h in history if h["epoch"] == epoch]
+        return f"{found[0]['loss']:.3f} / {found[0]['cer']:.3f}" if found else "—"
+    rows = [[epoch] + [cell(history, epoch) for history in histories]
+            for epoch in range(1, epochs + 1)]
+    return markdown_table(["epoch", *(f"{label}: val loss / CER" for label in PADDING_LOGS),
                            "committed -fast run (espeak-ng, flite): val loss / CER"], rows)
 
 
