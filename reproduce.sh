@@ -42,6 +42,13 @@ if [ -f data/LJSpeech-1.1/tts_manifest.tsv ]; then
   ingredient long-speed -epochs 7 -speed_perturb 0.1 & a=$!
   ingredient long-vtlp -epochs 7 -vtlp 0.1 & b=$!
   wait $a; wait $b
+  # more voices (Pico and MBROLA, Debian non-free), with the normalisation: a copy of the corpus
+  # (links) in which only their share is rendered, split by voice like the one above
+  if command -v pico2wave >/dev/null && command -v mbrola >/dev/null; then
+    [ -d data/voices/LJSpeech-1.1 ] || { mkdir -p data/voices && cp -al data/LJSpeech-1.1 data/voices/; }
+    python download_ljspeech.py -tts -more_voices 0.3 -data_dir data/voices -hold_out festival
+    ingredient long-voices-norm -epochs 7 -utterance_norm -data_dir data/voices/without-festival
+  fi
 fi
 # both decoders at once, one thread each, on the whole training split, in bf16 autocast, with
 # tempo, VTLP and per-clip normalisation but not SpecAugment's masks, under which the recipe's

@@ -244,7 +244,9 @@ INGREDIENTS = {"none": "nothing (espeak-ng and flite voices only)",
 LONGER = {"long-none": "nothing", "long-speed": INGREDIENTS["speed"],
           "long-vtlp": INGREDIENTS["vtlp"], "long-utterance-norm": INGREDIENTS["utterance-norm"],
           "long-reverb": INGREDIENTS["reverb"],
-          "long-recipe": "tempo, VTLP and per-clip normalisation (the CPU recipe's)"}
+          "long-recipe": "tempo, VTLP and per-clip normalisation (the CPU recipe's)",
+          "long-voices-norm": "per-clip normalisation, and Pico's and MBROLA's voices for 30% "
+                              "of the other clips (another corpus)"}
 # The augmentation flags that take a value, in words; -utterance_norm is a switch.
 INGREDIENT_FLAGS = {"speed_perturb": "tempo", "vtlp": "VTLP", "freq_masks": "masks",
                     "time_masks": "masks", "reverb": "reverberation"}
