@@ -61,6 +61,14 @@ trap 'kill $attention $lstm 2>/dev/null || true' EXIT  # one fails: the other st
 wait $attention
 wait $lstm
 trap - EXIT
+# the recipe's next form, measured (end of Q3): per-clip normalisation alone, no tempo or VTLP
+Q3_NORM="${Q3_CPU/-speed_perturb 0.1 -vtlp 0.1 /} -tag norm-only"
+python hw2-q3.py -decoder transformer $Q3_NORM & attention=$!
+python hw2-q3.py -decoder lstm $Q3_NORM -curriculum -learning_rate 2e-3 & lstm=$!
+trap 'kill $attention $lstm 2>/dev/null || true' EXIT
+wait $attention
+wait $lstm
+trap - EXIT
 # the statement's setting, which the report's Q3.1 / Q3.2 answer with: on a GPU, where there is one
 if python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
   for decoder in lstm transformer; do

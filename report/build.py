@@ -234,6 +234,8 @@ def table_q3_test(res: Results) -> str:
 # the short attention-decoder runs that measure each ingredient alone on the corpus without
 # festival's voice, chosen on that voice (never on the genuine recordings).
 BEFORE = {"lstm": "q3-lstm-espeak-flite", "transformer": "q3-transformer-espeak-flite"}
+# The next committed run the longer runs named: the CPU recipe with per-clip normalisation only.
+NORM_ONLY = {"lstm": "q3-lstm-norm-only", "transformer": "q3-transformer-norm-only"}
 WITH_MASKS = {"lstm": "q3-lstm-masks", "transformer": "q3-transformer-masks"}
 INGREDIENTS = {"none": "nothing (espeak-ng and flite voices only)",
                "none-seed43": "nothing, another seed (43 instead of 42)",
@@ -297,11 +299,13 @@ def corpus_label(res: Results, name: str) -> str:
 
 def table_q3_genuine(res: Results) -> str:
     """Synthetic test and genuine CER of every committed run: the statement's setting, the CPU
-    recipe before issue 25, its first form with masks and the CPU recipe now."""
+    recipe before issue 25, its first form with masks, the CPU recipe now and the run the longer
+    ingredient runs named next (per-clip normalisation only)."""
     runs = [(d, SETTINGS["gpu"], Q3_RUNS[d, "gpu"]) for d in DECODERS] + \
         [(d, "CPU recipe, previous form", BEFORE[d]) for d in DECODERS] + \
         [(d, "CPU recipe, first form with festival", WITH_MASKS[d]) for d in DECODERS] + \
-        [(d, SETTINGS["cpu"], Q3_RUNS[d, "cpu"]) for d in DECODERS]
+        [(d, SETTINGS["cpu"], Q3_RUNS[d, "cpu"]) for d in DECODERS] + \
+        [(d, "CPU recipe, per-clip norm only", NORM_ONLY[d]) for d in DECODERS]
     rows = [[DECODERS[d], f"{run}, {res.get(name, 'config.epochs')} epochs",
              corpus_label(res, name), augmentation_label(res.get(name, "config"), short=True),
              f"{res.get(name, 'results.test.cer'):.3f}",
@@ -596,6 +600,8 @@ def redraw_figures(res: Results, plots_dir: Path = PLOTS_DIR) -> None:
         figures.plot_q3_history(name, decoder, histories[decoder, _], plots_dir)
     for name in map(ingredient_run, {**INGREDIENTS, **LONGER}):  # issue 25's runs without festival
         figures.plot_q3_history(name, "transformer", res.get(name, "results.history"), plots_dir)
+    for decoder, name in NORM_ONLY.items():
+        figures.plot_q3_history(name, decoder, res.get(name, "results.history"), plots_dir)
     for decoder, candidates in GPU_CANDIDATES.items():  # issue 26's GPU recipes
         for name in candidates.values():
             figures.plot_q3_history(name, decoder, res.get(name, "results.history"), plots_dir)
