@@ -600,8 +600,10 @@ def redraw_figures(res: Results, plots_dir: Path = PLOTS_DIR) -> None:
         figures.plot_q3_history(name, decoder, histories[decoder, _], plots_dir)
     for name in map(ingredient_run, {**INGREDIENTS, **LONGER}):  # issue 25's runs without festival
         figures.plot_q3_history(name, "transformer", res.get(name, "results.history"), plots_dir)
-    for decoder, name in NORM_ONLY.items():
-        figures.plot_q3_history(name, decoder, res.get(name, "results.history"), plots_dir)
+    norm_only = {d: res.get(name, "results.history") for d, name in NORM_ONLY.items()}
+    for decoder, history in norm_only.items():
+        figures.plot_q3_history(NORM_ONLY[decoder], decoder, history, plots_dir)
+    figures.plot_q3_decoders("q3-both-norm-only", norm_only, plots_dir)  # as hw2-q3 draws it
     for decoder, candidates in GPU_CANDIDATES.items():  # issue 26's GPU recipes
         for name in candidates.values():
             figures.plot_q3_history(name, decoder, res.get(name, "results.history"), plots_dir)
