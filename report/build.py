@@ -308,10 +308,12 @@ def table_q3_genuine(res: Results) -> str:
         [(d, "CPU recipe, per-clip norm only", NORM_ONLY[d]) for d in DECODERS]
     rows = [[DECODERS[d], f"{run}, {res.get(name, 'config.epochs')} epochs",
              corpus_label(res, name), augmentation_label(res.get(name, "config"), short=True),
+             f"{res.get(name, 'results.history.-1.validation.cer'):.3f}",
              f"{res.get(name, 'results.test.cer'):.3f}",
              cer_with_interval(res, name, "real_clips", "genuine")] for d, run, name in runs]
     return markdown_table(["decoder", "run", "training voices", "augmentation",
-                           "synthetic test CER", "genuine CER [95% interval]"], rows)
+                           "synthetic validation CER", "synthetic test CER",
+                           "genuine CER [95% interval]"], rows)
 
 
 def table_q3_ingredients(res: Results) -> str:
@@ -387,7 +389,7 @@ def table_q3_gpu_recipe(res: Results) -> str:
                          f"{test['cer']:.3f}", f"{test['damerau-levenshtein_similarity']:.3f}",
                          f"{res.get(name, 'results.train_seconds') / 60:.1f}"])
     return markdown_table(["decoder", "augmentation", "batch", "peak lr", "epochs",
-                           "validation CER", "test CER", "test D-L",
+                           "validation CER", "test CER", "test D-L similarity",
                            "training + validation (min, GPU shared)"], rows)
 
 
@@ -404,7 +406,8 @@ def table_q3_gpu_padding(res: Results) -> str:
     rows = [[epoch] + [cell(history, epoch) for history in histories]
             for epoch in range(1, epochs + 1)]
     return markdown_table(["epoch", *(f"{label}: val loss / CER" for label in PADDING_LOGS),
-                           "committed -fast run (espeak-ng, flite): val loss / CER"], rows)
+                           "committed -fast run (espeak-ng/flite corpus, other validation "
+                           "split): val loss / CER"], rows)
 
 
 def table_q3_engines(res: Results) -> str:
