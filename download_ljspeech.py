@@ -46,6 +46,8 @@ FESTIVAL_SHARE = 0.2
 PICO_VOICES = ("en-US", "en-GB")
 MBROLA_VOICES = ("mb-us1", "mb-us2", "mb-us3")
 MORE_VOICES_PACKAGES = "libttspico-utils mbrola mbrola-us1 mbrola-us2 mbrola-us3"
+ESPEAK_RATES = (135, 195)  # words a minute, drawn in [low, high): espeak-ng's -s, MBROLA's too
+ESPEAK_PITCHES = (25, 75)  # espeak-ng's -p (0-99)
 TOOLS = {"espeak-ng": "espeak-ng", "flite": "flite", "festival": "text2wave",
          "pico": "pico2wave", "mbrola": "mbrola"}
 
@@ -71,7 +73,8 @@ def choose_voice(seed: int, index: int, festival_share: float = FESTIVAL_SHARE,
                     "rate": int(more.integers(80, 121)), "pitch": int(more.integers(85, 116)),
                     "snr_db": noise_db}
         return {"engine": "mbrola", "voice": str(more.choice(MBROLA_VOICES)),
-                "rate": int(more.integers(135, 195)), "pitch": int(more.integers(25, 75)),
+                "rate": int(more.integers(*ESPEAK_RATES)),
+                "pitch": int(more.integers(*ESPEAK_PITCHES)),
                 "snr_db": noise_db}
     if rng.uniform() < FLITE_SHARE:
         return {"engine": "flite", "voice": str(rng.choice(FLITE_VOICES)),
@@ -79,7 +82,7 @@ def choose_voice(seed: int, index: int, festival_share: float = FESTIVAL_SHARE,
                 "pitch": int(rng.integers(85, 170)), "snr_db": noise_db}
     return {"engine": "espeak-ng",
             "voice": f"{rng.choice(ESPEAK_VOICES)}+{rng.choice(ESPEAK_VARIANTS)}",
-            "rate": int(rng.integers(135, 195)), "pitch": int(rng.integers(25, 75)),
+            "rate": int(rng.integers(*ESPEAK_RATES)), "pitch": int(rng.integers(*ESPEAK_PITCHES)),
             "snr_db": noise_db}
 
 

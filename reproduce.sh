@@ -89,8 +89,8 @@ if python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
   wait $t; wait $ta; wait $l; wait $la
   trap - EXIT
   # The report's padding comparison (the LSTM decoder at the statement's setting, handed-out
-  # padding vs -fast) comes from the console output of two runs stopped after 8 and 7 epochs:
-  # (side by side, stopped after 8 and 7 of their 15 epochs):
+  # padding vs -fast) comes from the console output of two runs side by side, stopped after 8
+  # and 7 of their 15 epochs:
   #   python hw2-q3.py -decoder lstm -device cuda -tag gpu-padded -data_dir data -no_progress \
   #     | tee report/results/q3-lstm-gpu-padded-console-log.txt
   #   python hw2-q3.py -decoder lstm -fast -device cuda -tag gpu-fast -data_dir data \

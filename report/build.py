@@ -344,10 +344,12 @@ def ingredient_table(res: Results, arms: dict[str, str]) -> str:
 
 # Issue 26, on one H200: candidate GPU recipes trained side by side (per decoder, the one with
 # the lower final validation CER is the GPU recipe), and the LSTM decoder at the statement's
-# setting with the handed-out padding and with -fast, both stopped at the device's time limit
-# after 7-8 of their 15 epochs: their validation lines survive only in the console logs.
-GPU_CANDIDATES = {"transformer": {"": "q3-transformer-gpu-t64", "aug": "q3-transformer-gpu-t64aug"},
-                  "lstm": {"": "q3-lstm-gpu-l64", "aug": "q3-lstm-gpu-l64aug"}}
+# setting with the handed-out padding and with -fast, both stopped after 8 and 7 of their 15
+# epochs so that the candidates could finish: their validation lines survive only in the
+# console logs.
+GPU_CANDIDATES = {"transformer": {"plain": "q3-transformer-gpu-t64",
+                                  "augmented": "q3-transformer-gpu-t64aug"},
+                  "lstm": {"plain": "q3-lstm-gpu-l64", "augmented": "q3-lstm-gpu-l64aug"}}
 PADDING_LOGS = {"handed-out padding": "q3-lstm-gpu-padded-console-log.txt",
                 "-fast": "q3-lstm-gpu-fast-console-log.txt"}
 VALIDATION_LINE = re.compile(  # as hw2-q3.py's validate() prints it
@@ -379,10 +381,10 @@ def table_q3_gpu_recipe(res: Results) -> str:
     its time while sharing the GPU with the other runs."""
     rows = []
     for decoder, candidates in GPU_CANDIDATES.items():
+        chosen = gpu_recipe(res, decoder)
         for name in candidates.values():
             config, test = res.get(name, "config"), res.get(name, "results.test")
-            rows.append([DECODERS[decoder] + (" (chosen)" if name == gpu_recipe(res, decoder)
-                                              else ""),
+            rows.append([DECODERS[decoder] + (" (chosen)" if name == chosen else ""),
                          augmentation_label(config, short=True), config["batch_size"],
                          config["lr"], config["epochs"],
                          f"{res.get(name, 'results.history.-1.validation.cer'):.3f}",
@@ -535,9 +537,10 @@ def table_q3_runs(res: Results) -> str:
 def table_q3_commands(res: Results) -> str:
     rows = [[DECODERS[decoder], SETTINGS[setting], f"`{res.get(name, 'command')}`"]
             for (decoder, setting), name in Q3_RUNS.items()]
-    rows += [[DECODERS[decoder], "GPU recipe" if name == gpu_recipe(res, decoder) else
-              "GPU recipe candidate", f"`{res.get(name, 'command')}`"]
-             for decoder, candidates in GPU_CANDIDATES.items() for name in candidates.values()]
+    for decoder, candidates in GPU_CANDIDATES.items():
+        chosen = gpu_recipe(res, decoder)
+        rows += [[DECODERS[decoder], "GPU recipe" if name == chosen else "GPU recipe candidate",
+                  f"`{res.get(name, 'command')}`"] for name in candidates.values()]
     return markdown_table(["decoder", "run", "command"], rows)
 
 
@@ -612,8 +615,8 @@ def redraw_figures(res: Results, plots_dir: Path = PLOTS_DIR) -> None:
             figures.plot_q3_history(name, decoder, res.get(name, "results.history"), plots_dir)
     figures.plot_q3_comparison("q3-gpu-recipes", {
         title: {d: res.get(GPU_CANDIDATES[d][key], "results.history") for d in DECODERS}
-        for key, title in (("", "No augmentation"),
-                           ("aug", "Augmented"))}, plots_dir)
+        for key, title in (("plain", "No augmentation"), ("augmented", "Augmented"))},
+        plots_dir)
     figures.plot_q3_decoders("q3-both", {d: histories[d, "cpu"] for d in DECODERS}, plots_dir)
     figures.plot_q3_comparison("q3-decoders", {
         title: {d: histories[d, s] for d in DECODERS}
