@@ -29,9 +29,9 @@ from hw2.augment import REVERB_DRR_DB, Augmentation, augment
 from hw2.checkpoints import Checkpoint, check_identity, exclusive, read_checkpoint
 from hw2.cli import (add_common_args, ensure_writable, fail, non_negative_float,
                      non_negative_int, positive_float, positive_int, torch_device)
-from hw2.ljspeech import (AUDIO_TIME, TTS_MANIFEST, Clip, ClipBatches, FeatureBank,
-                          FeatureCache, LJSpeech, LogMel, SpeechDataset, TokenVectorizer,
-                          read_tts_manifest, tts_engines)
+from hw2.ljspeech import (AUDIO_TIME, LOG_MEL_DECADES, TTS_MANIFEST, Clip, ClipBatches,
+                          FeatureBank, FeatureCache, LJSpeech, LogMel, SpeechDataset,
+                          TokenVectorizer, read_tts_manifest, tts_engines)
 from hw2.results import (Timer, check_replaceable, read_test_log, test_log_path,
                          write_results, write_test_log)
 from utils import configure_seed
@@ -96,6 +96,8 @@ def load_bank(corpus: LJSpeech, clips: list[Clip], args: argparse.Namespace,
     cache = FeatureCache(Path(args.cache_dir), LogMel())
     dataset = SpeechDataset(corpus, clips, cache, TokenVectorizer())
     bank = FeatureBank(dataset, args.workers, args.device, not args.no_progress, desc)
+    if args.dynamic_range is not None:
+        bank.raise_floor(args.dynamic_range)
     if args.utterance_norm:
         bank.normalise_per_clip()
     return bank
@@ -218,9 +220,9 @@ def train_step(model: SpeechToText, bank: FeatureBank, indices, optimizer, optio
 RUN_IDENTITY = ("decoder", "epochs", "lr", "batch_size", "eval_batch_size", "encoder_layers",
                 "statement_norm", "train_clips", "eval_clips", "fast", "schedule",
                 "warmup_updates", "curriculum", "eval_every", "amp", "seed", "speed_perturb",
-                "vtlp", "freq_masks", "time_masks", "reverb", "utterance_norm")
+                "vtlp", "freq_masks", "time_masks", "reverb", "utterance_norm", "dynamic_range")
 # Flags added after checkpoints were committed, with the value those checkpoints were trained at.
-ADDED_LATER = {"utterance_norm": False, "reverb": 0.0}
+ADDED_LATER = {"utterance_norm": False, "reverb": 0.0, "dynamic_range": None}
 
 
 def run_identity(args: argparse.Namespace, corpus: LJSpeech) -> dict:
@@ -573,6 +575,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     for flag in ("speed_perturb", "vtlp"):
         if getattr(args, flag) >= 0.5:
             parser.error(f"argument -{flag}: must lie in [0, 0.5) (got {getattr(args, flag)})")
+    if args.dynamic_range is not None and args.dynamic_range > LOG_MEL_DECADES:
+        parser.error(f"argument -dynamic_range: must lie in (0, {LOG_MEL_DECADES:g}], the "
+                     f"features' own floor (got {args.dynamic_range:g})")
     if args.reverb and args.utterance_norm:
         parser.error("-reverb acts on the log-mel power, which -utterance_norm normalises before "
                      "any augmentation: use one or the other")
@@ -625,6 +630,10 @@ def add_augmentation_args(group) -> None:
                        help="a room's reverberation on each batch: decay time (RT60) drawn in "
                             "[0, R] seconds, the tail {:g}-{:g} dB under the direct sound "
                             "(e.g. 0.5; not with -utterance_norm)".format(*REVERB_DRR_DB))
+    group.add_argument("-dynamic_range", type=positive_float, metavar="D",
+                       help="floor each clip's log-mel D decades under its loudest value, "
+                            f"training and evaluation alike (default: the handed-out "
+                            f"{LOG_MEL_DECADES:g}; e.g. 6 silences the synthesisers' noise floor)")
     group.add_argument("-utterance_norm", action="store_true",
                        help="normalise each mel bin of each clip to zero mean and unit "
                             "variance over the clip (training and evaluation alike)")

@@ -76,10 +76,39 @@ def bootstrap_cer(pairs: list[tuple[str, str]], resamples: int = 10_000, seed: i
     """Percentile bootstrap interval of the corpus CER over clips drawn with replacement:
     the uncertainty of a CER measured on a few clips (36 genuine recordings)."""
     edits, chars = character_edits(pairs)
-    draws = np.random.default_rng(seed).integers(0, len(pairs), (resamples, len(pairs)))
-    cers = edits[draws].sum(axis=1) / np.maximum(chars[draws].sum(axis=1), 1)
+    draws = clip_draws(len(pairs), resamples, seed)
+    return percentile_interval(resampled_cer(edits, chars, draws), level)
+
+
+def paired_cer_difference(pairs_a: list[tuple[str, str]], pairs_b: list[tuple[str, str]],
+                          resamples: int = 10_000, seed: int = 0, level: float = 0.95
+                          ) -> tuple[float, float, float]:
+    """CER of run b minus CER of run a on the same clips, with a percentile bootstrap interval
+    that draws the clips once for both runs: two runs find the same clips hard, so the paired
+    interval is narrower than two separate intervals suggest."""
+    if [target for target, _ in pairs_a] != [target for target, _ in pairs_b]:
+        raise ValueError("the two runs were not scored on the same clips in the same order")
+    (edits_a, chars), (edits_b, _) = character_edits(pairs_a), character_edits(pairs_b)
+    draws = clip_draws(len(pairs_a), resamples, seed)
+    gaps = resampled_cer(edits_b, chars, draws) - resampled_cer(edits_a, chars, draws)
+    whole = np.arange(len(pairs_a))[None]
+    point = float(resampled_cer(edits_b, chars, whole)[0] - resampled_cer(edits_a, chars, whole)[0])
+    return (point, *percentile_interval(gaps, level))
+
+
+def clip_draws(clips: int, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, clips) clip indices drawn with replacement."""
+    return np.random.default_rng(seed).integers(0, clips, (resamples, clips))
+
+
+def resampled_cer(edits: np.ndarray, chars: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """The corpus CER of each row of clip indices."""
+    return edits[draws].sum(axis=1) / np.maximum(chars[draws].sum(axis=1), 1)
+
+
+def percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
     tail = (1 - level) / 2 * 100
-    return float(np.percentile(cers, tail)), float(np.percentile(cers, 100 - tail))
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
 
 
 def similarity_anatomy(targets: list[list[int]], generated: list[list[int]],

@@ -78,6 +78,9 @@ def tts_engines(manifest: dict[str, str]) -> dict[str, str]:
     return {clip_id: line.split("\t")[1] for clip_id, line in manifest.items() if "\t" in line}
 
 
+LOG_MEL_DECADES = 8.0  # the handed-out floor: 8 decades under each clip's loudest value
+
+
 @dataclass(frozen=True)
 class MelSettings:
     """The handed-out transform settings (config.transforms.audio)."""
@@ -208,7 +211,8 @@ def log_mel_from_power(mel_power: torch.Tensor) -> torch.Tensor:
     floored 8 decades under each clip's loudest value, then (x + 4) / 4. Shared by LogMel and
     the augmentations that act on the power (hw2/augment.py)."""
     log_spec = mel_power.clamp(min=1e-10).log10()
-    log_spec = torch.maximum(log_spec, log_spec.amax(dim=(-2, -1), keepdim=True) - 8.0)
+    log_spec = torch.maximum(log_spec,
+                             log_spec.amax(dim=(-2, -1), keepdim=True) - LOG_MEL_DECADES)
     return (log_spec + 4.0) / 4.0
 
 
@@ -348,6 +352,16 @@ class FeatureBank:
 
     def __len__(self) -> int:
         return len(self.clips)
+
+    def raise_floor(self, decades: float) -> None:
+        """Floor each clip's log-mel `decades` under its loudest value instead of the handed-out
+        8, in place. The synthesisers' clips carry a white noise floor 6-7 decades down where
+        a quiet studio recording sits at the 8-decade floor: a higher floor makes both silent.
+        Exact on cached features, whose floor is lower (the peak is unchanged)."""
+        owner = torch.repeat_interleave(torch.arange(len(self)), self.lengths).to(self.device)
+        peaks = torch.full((len(self),), -torch.inf, device=self.device).scatter_reduce(
+            0, owner, self.features.amax(dim=0), "amax")
+        torch.maximum(self.features, (peaks - decades / 4)[owner], out=self.features)
 
     def normalise_per_clip(self) -> None:
         """Give each mel bin of each clip zero mean and unit variance over the clip's frames

@@ -191,6 +191,21 @@ def test_per_clip_normalisation_equals_each_clip_normalised_alone(tmp_path):
         assert not audio[clip, :, frames:].any()  # the padding stays zero
 
 
+def test_a_raised_floor_equals_each_clip_floored_alone_and_8_decades_change_nothing(tmp_path):
+    bank = lj.FeatureBank(speech_dataset(tmp_path, [0.3, 0.5, 0.4]), progress=False)
+    before = bank.features.clone()
+    bank.raise_floor(lj.LOG_MEL_DECADES)  # the cached features' own floor
+    assert torch.equal(bank.features, before)
+    originals = [bank.batch([i], None)[0][0] for i in range(len(bank))]
+    bank.raise_floor(3.0)
+    audio, _, lengths = bank.batch(torch.arange(len(bank)), None)
+    for clip, (original, frames) in enumerate(zip(originals, lengths.tolist())):
+        expected = original.clamp(min=float(original.max()) - 3.0 / 4)  # 3 decades, features /4
+        assert torch.equal(audio[clip, :, :frames], expected)
+        assert (expected > original).any()  # the floor did rise
+        assert not audio[clip, :, frames:].any()  # the padding stays zero
+
+
 def test_feature_bank_crops_long_clips_and_names_a_bad_file(tmp_path, capsys):
     ds = speech_dataset(tmp_path, [0.3, 21.0])  # 21 s: 2,895 frames > 2,754
     bank = lj.FeatureBank(ds, progress=False)

@@ -63,6 +63,19 @@ def test_bootstrap_interval_of_the_cer():
     assert metrics.bootstrap_cer(pairs[:1]) == pytest.approx((1 / 6, 1 / 6))  # one clip: no spread
 
 
+def test_paired_cer_difference_on_the_same_clips():
+    a = [("a bc d", "a xc d"), ("hello", ""), ("same", "same"), ("abc", "abd")]
+    b = [("a bc d", "a bc d"), ("hello", "help"), ("same", "sane"), ("abc", "xyz")]
+    point, low, high = metrics.paired_cer_difference(a, b, resamples=2000)
+    assert point == pytest.approx(metrics.error_rates(b)["cer"] - metrics.error_rates(a)["cer"])
+    assert low < point < high
+    assert metrics.paired_cer_difference(a, a) == (0.0, 0.0, 0.0)  # a run against itself
+    worse = [(t, "") for t, _ in a]  # every clip at least as wrong: the whole interval above 0
+    assert metrics.paired_cer_difference(a, worse, resamples=2000)[1] > 0
+    with pytest.raises(ValueError, match="not scored on the same clips"):
+        metrics.paired_cer_difference(a, a[::-1])
+
+
 def scheduled_rates(steps: int, *schedule, **options) -> tuple[list[float], float]:
     """The learning rate (peak 1e-3) at each of `steps` scheduler steps of
     make_scheduler(optimizer, *schedule, **options), and the rate after the last step."""
@@ -256,10 +269,12 @@ def test_a_held_out_voice_is_scored_apart_with_its_interval(tiny_corpus, tmp_pat
         q3.main(cli(tiny_corpus, tmp_path, "out2", "-epochs", "1", "-heldout_dir", str(empty)))
 
 
-def test_per_clip_normalisation_is_part_of_the_run_identity(tiny_corpus, tmp_path):
+@pytest.mark.parametrize("flags, change", [(["-utterance_norm"], "utterance_norm False -> True"),
+                                           (["-dynamic_range", "6"], "dynamic_range None -> 6.0")])
+def test_feature_settings_are_part_of_the_run_identity(tiny_corpus, tmp_path, flags, change):
     q3.main(cli(tiny_corpus, tmp_path, "a", "-epochs", "1", "-checkpoint_dir", str(tmp_path)))
-    with pytest.raises(SystemExit, match=r"another run \(utterance_norm False -> True\)"):
-        q3.main(cli(tiny_corpus, tmp_path, "b", "-epochs", "1", "-utterance_norm", "-resume",
+    with pytest.raises(SystemExit, match=rf"another run \({change}\)"):
+        q3.main(cli(tiny_corpus, tmp_path, "b", "-epochs", "1", *flags, "-resume",
                     "-checkpoint_dir", str(tmp_path)))
 
 
@@ -397,6 +412,13 @@ def test_device_tpu_is_a_usage_error_before_any_feature_is_computed(tiny_corpus,
     line = usage_error(cli(tiny_corpus, tmp_path, "x", "-epochs", "1", "-device", "tpu"), capsys)
     assert ": error: argument -device: tpu is not usable here (" in line
     assert not (tmp_path / "cache").exists() and not (tmp_path / "x").exists()
+
+
+def test_a_floor_under_the_features_own_is_a_usage_error(tiny_corpus, tmp_path, capsys):
+    line = usage_error(cli(tiny_corpus, tmp_path, "x", "-dynamic_range", "9"), capsys)
+    assert line.endswith("error: argument -dynamic_range: must lie in (0, 8], the features' own "
+                         "floor (got 9)")
+    assert not (tmp_path / "cache").exists()
 
 
 def test_reverberation_with_per_clip_normalisation_is_a_usage_error(tiny_corpus, tmp_path,

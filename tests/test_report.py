@@ -268,7 +268,9 @@ def test_intervals_from_the_test_logs_equal_those_the_runs_recorded():
     """The report's CER intervals are recomputed from each run's test log; for the runs that
     also recorded theirs, the two agree, and the log holds every scored clip."""
     res = build.Results(build.RESULTS_DIR)
-    runs = [("q3-transformer", "real_clips", "genuine"), ("q3-lstm", "real_clips", "genuine")]
+    runs = [(name, "real_clips", "genuine")
+            for name in (*build.SECOND_FORM.values(), build.Q3_RUNS["lstm", "cpu"],
+                         build.Q3_RUNS["transformer", "cpu"])]
     runs += [(build.ingredient_run(arm), key, label)
              for arm in {**build.INGREDIENTS, **build.LONGER}
              for key, label in (("real_clips", "genuine"), ("heldout_clips", "held-out voice"))]

@@ -29,11 +29,13 @@ dl_lj = load_script("download_ljspeech.py")
 dl_oct = load_script("download_octmnist.py")
 
 COMMITTED = [REPO / "report" / "results", REPO / "plots"]
-# The command of the committed report/results/q3-lstm.json (reproduce.sh), without -data_dir.
+# The command of the committed CPU recipe's LSTM run (reproduce.sh), without -data_dir, and
+# the name of its results.
 Q3_LSTM = ["-decoder", "lstm", "-fast", "-batch_size", "16", "-schedule", "update",
            "-warmup_updates", "100", "-amp", "-threads", "1", "-workers", "0", "-resume",
-           "-no_progress", "-curriculum", "-learning_rate", "2e-3", "-speed_perturb", "0.1",
-           "-vtlp", "0.1", "-utterance_norm"]
+           "-no_progress", "-curriculum", "-learning_rate", "2e-3", "-utterance_norm", "-tag",
+           "norm-only"]
+Q3_LSTM_NAME = "q3-lstm-norm-only"
 FORCE_HINT = "pass -force to replace it, or -out_dir to write elsewhere"
 
 
@@ -220,7 +222,7 @@ def seeded_out(tmp_path: Path, *committed: str) -> Path:
 
 def corpus_change(corpus: Path) -> str:
     """How the committed q3-lstm.json's corpus differs from the tests' small one."""
-    recorded = json.loads((REPO / "report" / "results" / "q3-lstm.json").read_text())
+    recorded = json.loads((REPO / "report" / "results" / f"{Q3_LSTM_NAME}.json").read_text())
     digest = load_script("hw2-q3.py").LJSpeech(corpus / "LJSpeech-1.1").digest()
     return f"data corpus_sha256 {recorded['data']['corpus_sha256']} -> {digest}"
 
@@ -234,11 +236,12 @@ def test_q3_smoke_run_does_not_replace_committed_results_and_force_does(corpus, 
     """The issue's case: hw2-q3.py -train_clips 6 used to replace q3-lstm.json, its test
     log, the analysis and the figures. The committed command with smoke sizes is refused
     before it reads a clip; with -force it runs and replaces the file."""
-    out = seeded_out(tmp_path, "q3-lstm.json", "q3-lstm-analysis.json", "q3-lstm-test-log.txt")
+    out = seeded_out(tmp_path, *(f"{Q3_LSTM_NAME}{end}" for end in
+                                 (".json", "-analysis.json", "-test-log.txt")))
     smoke = [*Q3_LSTM, "-epochs", "1", "-train_clips", "6", "-eval_clips", "2",
              *q3_flags(corpus, tmp_path, out)]
     line = refused("hw2-q3.py", *smoke, watched=[out, corpus])
-    results = out / "report" / "results" / "q3-lstm.json"
+    results = out / "report" / "results" / f"{Q3_LSTM_NAME}.json"
     assert line == (f"error: {results} records another configuration (epochs 11 -> 1, "
                     f"eval_clips None -> 2, train_clips None -> 6, {corpus_change(corpus)}); "
                     f"{FORCE_HINT}")
@@ -250,10 +253,11 @@ def test_q3_smoke_run_does_not_replace_committed_results_and_force_does(corpus, 
 
 
 def test_q3_analysis_only_of_another_configuration_is_refused(corpus, tmp_path):
-    out = seeded_out(tmp_path, "q3-lstm.json", "q3-lstm-analysis.json")
+    out = seeded_out(tmp_path, f"{Q3_LSTM_NAME}.json", f"{Q3_LSTM_NAME}-analysis.json")
     line = refused("hw2-q3.py", *Q3_LSTM, "-epochs", "11", "-analysis_only", "-encoder_layers",
                    "4", *q3_flags(corpus, tmp_path, out), watched=[out, corpus])
-    assert line == (f"error: {out / 'report' / 'results' / 'q3-lstm.json'} records another "
+    results_file = out / "report" / "results" / f"{Q3_LSTM_NAME}.json"
+    assert line == (f"error: {results_file} records another "
                     f"configuration (encoder_layers 2 -> 4, {corpus_change(corpus)}); "
                     f"{FORCE_HINT}")
 
@@ -262,8 +266,9 @@ def test_the_committed_commands_pass_and_run_control_flags_do_not_count():
     """reproduce.sh's commands, with other run-control flags, replace their own files."""
     q2, q3 = load_script("hw2-q2.py"), load_script("hw2-q3.py")
     for name, args in [
-            ("q3-lstm", q3.parse_args([*Q3_LSTM, "-epochs", "11", "-workers", "2", "-data_dir",
-                                       "elsewhere", "-out_dir", "o", "-cache_dir", "c"])),
+            (Q3_LSTM_NAME, q3.parse_args([*Q3_LSTM, "-epochs", "11", "-workers", "2",
+                                          "-data_dir", "elsewhere", "-out_dir", "o",
+                                          "-cache_dir", "c"])),
             ("q2", q2.parse_args(["-sweep", "-jobs", "1", "-threads", "2", "-device", "cpu"]))]:
         recorded = json.loads((REPO / "report" / "results" / f"{name}.json").read_text())
         assert results.config_changes(recorded["config"], vars(args)) == []
