@@ -297,11 +297,16 @@ def table_q3_genuine_paired(res: Results) -> str:
 def augmentation_label(config: dict, short: bool = False) -> str:
     """The augmentation flags a run was given ("none" without any); `short`: in words."""
     given = [flag for flag in INGREDIENT_FLAGS if config.get(flag)]
+    floor = config.get("dynamic_range")  # a feature setting, like the normalisation
     norm = bool(config.get("utterance_norm"))
     if short:
         words = [*dict.fromkeys(INGREDIENT_FLAGS[flag] for flag in given)]
-        return ", ".join(words + ["per-clip norm"] * norm) or "none"
-    flags = [f"-{flag} {config[flag]}" for flag in given] + ["-utterance_norm"] * norm
+        words += ([f"floor {floor:g} decades"] if floor is not None else []) \
+            + ["per-clip norm"] * norm
+        return ", ".join(words) or "none"
+    flags = [f"-{flag} {config[flag]}" for flag in given]
+    flags += ([f"-dynamic_range {floor:g}"] if floor is not None else []) \
+        + ["-utterance_norm"] * norm
     return " ".join(flags) or "none"
 
 

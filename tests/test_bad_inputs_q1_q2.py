@@ -379,7 +379,22 @@ def start_sweep(data: Path, out: Path, *extra) -> subprocess.Popen:
         [sys.executable, str(REPO / "hw2-q2.py"),
          *map(str, q2_args(data, out, "-sweep", "-jobs", "2", *extra))],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        env={**os.environ, TAG: str(out)})
+        env={**os.environ, TAG: str(out), "PYTHONFAULTHANDLER": "1"})
+
+
+def sweep_stderr(process: subprocess.Popen, timeout: float) -> str:
+    """The sweep's stderr once it has ended. One that does not end within `timeout` fails the
+    test with every process's Python stacks: SIGABRT makes each (PYTHONFAULTHANDLER, set by
+    start_sweep) write all its threads' tracebacks to the shared stderr before it dies."""
+    try:
+        return process.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGABRT)
+        try:
+            stacks = process.communicate(timeout=30)[1]
+        except subprocess.TimeoutExpired:
+            stacks = "(no stacks within 30 s)"
+        pytest.fail(f"the sweep did not end within {timeout} s; its processes' stacks:\n{stacks}")
 
 
 def sweep_processes(out: Path) -> dict[int, str]:
@@ -454,7 +469,7 @@ def test_q2_interrupted_sweep_stops_its_processes_and_keeps_resumable_checkpoint
             process.send_signal(signal.SIGTERM)
         else:
             os.killpg(process.pid, signal.SIGINT)
-        _, stderr = process.communicate(timeout=120)
+        stderr = sweep_stderr(process, 120)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
@@ -489,7 +504,7 @@ def test_q2_sweep_with_a_killed_process_ends_in_one_line_instead_of_waiting(data
         worker = next(pid for pid, cmd in sweep_processes(out).items()
                       if "--multiprocessing-fork" in cmd)
         os.kill(worker, signal.SIGKILL)  # as the out-of-memory killer would
-        _, stderr = process.communicate(timeout=60)
+        stderr = sweep_stderr(process, 60)
     proc = subprocess.CompletedProcess(process.args, process.returncode, "", stderr)
     assert error_line(proc, 1) == (
         "error: a sweep process died before its group finished (killed, or out of memory?); "
@@ -510,7 +525,7 @@ def test_q2_failing_sweep_group_stops_the_other_and_ends_in_one_line(data, tmp_p
     process = start_sweep(data, out, "-optimizer", "adam", "-learning_rates", "1e30", "1e-3",
                           "-epochs", "500")
     try:
-        _, stderr = process.communicate(timeout=120)
+        stderr = sweep_stderr(process, 120)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)

@@ -290,3 +290,6 @@ def test_augmentation_labels_name_each_flag_once():
     room = {"reverb": 0.5, "utterance_norm": False}
     assert build.augmentation_label(room) == "-reverb 0.5"
     assert build.augmentation_label(room, short=True) == "reverberation"
+    floor = {"dynamic_range": 6.0, "utterance_norm": True}
+    assert build.augmentation_label(floor) == "-dynamic_range 6 -utterance_norm"
+    assert build.augmentation_label(floor, short=True) == "floor 6 decades, per-clip norm"
