@@ -42,6 +42,11 @@ if [ -f data/LJSpeech-1.1/tts_manifest.tsv ]; then
   ingredient long-speed -epochs 7 -speed_perturb 0.1 & a=$!
   ingredient long-vtlp -epochs 7 -vtlp 0.1 & b=$!
   wait $a; wait $b
+  # a higher log-mel floor (6 or 5 decades under each clip's peak instead of 8), with the
+  # normalisation: the synthesisers' noise floor silenced in every split
+  ingredient long-floor6-norm -epochs 7 -dynamic_range 6 -utterance_norm & a=$!
+  ingredient long-floor5-norm -epochs 7 -dynamic_range 5 -utterance_norm & b=$!
+  wait $a; wait $b
   # more voices (Pico and MBROLA, Debian non-free), with the normalisation: a copy of the corpus
   # (links) in which only their share is rendered, split by voice like the one above
   if command -v pico2wave >/dev/null && command -v mbrola >/dev/null; then

@@ -250,6 +250,10 @@ LONGER = {"long-none": "nothing", "long-speed": INGREDIENTS["speed"],
           "long-recipe": "tempo, VTLP and per-clip normalisation (the second form's)",
           "long-voices-norm": "per-clip normalisation, and Pico's and MBROLA's voices for 30% "
                               "of the other clips (another corpus)"}
+# A higher log-mel floor with the normalisation, against the normalisation alone, clip by clip.
+FLOOR = {"long-floor6-norm": "per-clip normalisation, floor 6 decades under the peak",
+         "long-floor5-norm": "per-clip normalisation, floor 5 decades under the peak"}
+LONGER.update(FLOOR)
 # The augmentation flags that take a value, in words; -utterance_norm is a switch.
 INGREDIENT_FLAGS = {"speed_perturb": "tempo", "vtlp": "VTLP", "freq_masks": "masks",
                     "time_masks": "masks", "reverb": "reverberation"}
@@ -279,19 +283,33 @@ def cer_with_interval(res: Results, name: str, key: str, label: str) -> str:
     return f"{res.get(name, f'results.{key}.metrics.cer'):.3f} [{low:.2f}, {high:.2f}]"
 
 
+def paired_gap(res: Results, base: str, other: str, label: str) -> str:
+    """Run `other`'s CER minus run `base`'s on the same [label] clips, with a 95% bootstrap
+    interval that draws the same clips for both runs (separate intervals overlap even where
+    the difference is clear); '*' where the interval excludes 0."""
+    gap, low, high = paired_cer_difference(logged_pairs(res, base, label),
+                                           logged_pairs(res, other, label))
+    return f"{gap:+.3f} [{low:+.3f}, {high:+.3f}]" + ("*" if low > 0 or high < 0 else "")
+
+
 def table_q3_genuine_paired(res: Results) -> str:
-    """The committed recipe against its second form on the genuine recordings, clip by clip:
-    the difference of the two CERs with a bootstrap interval that draws the same clips for
-    both runs (separate intervals overlap even where the difference is clear)."""
-    rows = []
-    for decoder in DECODERS:
-        second, recipe = SECOND_FORM[decoder], Q3_RUNS[decoder, "cpu"]
-        gap, low, high = paired_cer_difference(logged_pairs(res, second, "genuine"),
-                                               logged_pairs(res, recipe, "genuine"))
-        rows.append([DECODERS[decoder], f"{gap:+.3f}", f"[{low:+.3f}, {high:+.3f}]",
-                     "yes" if low > 0 or high < 0 else "no"])
-    return markdown_table(["decoder", "genuine CER, committed recipe minus second form",
-                           "95% paired interval", "interval excludes 0"], rows)
+    """The committed recipe against its second form on the genuine recordings, clip by clip."""
+    rows = [[DECODERS[d], paired_gap(res, SECOND_FORM[d], Q3_RUNS[d, "cpu"], "genuine")]
+            for d in DECODERS]
+    return markdown_table(["decoder", "genuine CER, committed recipe minus second form "
+                           "[95% paired interval; *: excludes 0]"], rows)
+
+
+def table_q3_floor(res: Results) -> str:
+    """Each higher floor against the normalisation alone on the held-out voice (what a choice
+    is made on) and on the genuine recordings (reported only), clip by clip."""
+    base = ingredient_run("long-utterance-norm")
+    rows = [[label] + [paired_gap(res, base, ingredient_run(arm), clips)
+                       for clips in ("held-out voice", "genuine")]
+            for arm, label in FLOOR.items()]
+    return markdown_table(["run", "held-out voice CER, minus the normalisation alone's "
+                           "[95% paired interval; *: excludes 0]",
+                           "genuine CER, the same"], rows)
 
 
 def augmentation_label(config: dict, short: bool = False) -> str:
@@ -325,13 +343,13 @@ def table_q3_genuine(res: Results) -> str:
         [(d, "CPU recipe, previous form", BEFORE[d]) for d in DECODERS] + \
         [(d, "CPU recipe, first form with festival", WITH_MASKS[d]) for d in DECODERS] + \
         [(d, "CPU recipe, second form", SECOND_FORM[d]) for d in DECODERS] + \
-        [(d, SETTINGS["cpu"], Q3_RUNS[d, "cpu"]) for d in DECODERS]
+        [(d, "CPU recipe (committed)", Q3_RUNS[d, "cpu"]) for d in DECODERS]
     rows = [[DECODERS[d], f"{run}, {res.get(name, 'config.epochs')} epochs",
              corpus_label(res, name), augmentation_label(res.get(name, "config"), short=True),
              f"{res.get(name, 'results.history.-1.validation.cer'):.3f}",
              f"{res.get(name, 'results.test.cer'):.3f}",
              cer_with_interval(res, name, "real_clips", "genuine")] for d, run, name in runs]
-    return markdown_table(["decoder", "run", "training voices", "augmentation",
+    return markdown_table(["decoder", "run", "training voices", "augmentation, normalisation",
                            "synthetic validation CER", "synthetic test CER",
                            "genuine CER [95% interval]"], rows)
 
@@ -473,7 +491,7 @@ def table_q3_settings(res: Results) -> str:
                 "precision": "bf16" if config["amp"] else "float32",
                 "first epoch": "shortest clip first" if config["curriculum"] else "shuffled",
                 "training voices": corpus_label(res, name),
-                "augmentation": augmentation_label(config, short=True),
+                "augmentation, normalisation": augmentation_label(config, short=True),
                 "device": device_label(name, res)}
 
     def cell(setting: str, key: str) -> str:
@@ -597,7 +615,7 @@ TABLES: dict[str, Callable[[Results], str]] = {
     "q3_ingredients": table_q3_ingredients, "q3_longer": table_q3_longer,
     "q3_engines": table_q3_engines,
     "q3_genuine_examples": table_q3_genuine_examples,
-    "q3_genuine_paired": table_q3_genuine_paired,
+    "q3_genuine_paired": table_q3_genuine_paired, "q3_floor": table_q3_floor,
     "q3_similarity_example": table_q3_similarity_example, "q3_speed": table_q3_speed,
     "q3_speed_gpu": table_q3_speed_gpu, "q3_runs": table_q3_runs,
     "q3_commands": table_q3_commands, "q3_gpu_recipe": table_q3_gpu_recipe,
