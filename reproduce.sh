@@ -72,6 +72,10 @@ both_decoders $Q3_CPU -tag norm-only
 # its second form (end of Q3): tempo and VTLP too, better on the genuine recordings (reported
 # only, no part in the choice)
 both_decoders $Q3_CPU -speed_perturb 0.1 -vtlp 0.1
+# the attention decoder's recipe and second form again with another seed (end of Q3)
+python hw2-q3.py -decoder transformer $Q3_CPU -seed 43 -tag norm-only-seed43 & a=$!
+python hw2-q3.py -decoder transformer $Q3_CPU -speed_perturb 0.1 -vtlp 0.1 -seed 43 -tag seed43 & b=$!
+wait $a; wait $b
 # the statement's setting, which the report's Q3.1 / Q3.2 answer with: on a GPU, where there is one
 if python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
   for decoder in lstm transformer; do

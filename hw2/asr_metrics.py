@@ -107,6 +107,7 @@ def resampled_cer(edits: np.ndarray, chars: np.ndarray, draws: np.ndarray) -> np
 
 
 def percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
+    """The central `level` share of bootstrap values (a percentile interval)."""
     tail = (1 - level) / 2 * 100
     return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
 

@@ -300,6 +300,27 @@ def table_q3_genuine_paired(res: Results) -> str:
                            "[95% paired interval; *: excludes 0]"], rows)
 
 
+# The attention decoder's committed recipe and second form trained again with another seed.
+SEEDS = {42: (Q3_RUNS["transformer", "cpu"], SECOND_FORM["transformer"]),
+         43: ("q3-transformer-norm-only-seed43", "q3-transformer-seed43")}
+
+
+def table_q3_seeds(res: Results) -> str:
+    """The choice (synthetic validation CER) and its cost on the genuine recordings, per seed."""
+    def cer(name: str, key: str) -> str:
+        return f"{res.get(name, key):.3f}"
+    rows = [[seed] + [f"{cer(recipe, key)} / {cer(second, key)}" for key in
+                      ("results.history.-1.validation.cer", "results.test.cer",
+                       "results.real_clips.metrics.cer")]
+            + [paired_gap(res, second, recipe, "genuine")]
+            for seed, (recipe, second) in SEEDS.items()]
+    return markdown_table(["seed", "synthetic validation CER, recipe / second form",
+                           "synthetic test CER, recipe / second form",
+                           "genuine CER, recipe / second form",
+                           "genuine CER, recipe minus second form [95% paired interval; "
+                           "*: excludes 0]"], rows)
+
+
 def table_q3_floor(res: Results) -> str:
     """Each higher floor against the normalisation alone on the held-out voice (what a choice
     is made on) and on the genuine recordings (reported only), clip by clip."""
@@ -616,6 +637,7 @@ TABLES: dict[str, Callable[[Results], str]] = {
     "q3_engines": table_q3_engines,
     "q3_genuine_examples": table_q3_genuine_examples,
     "q3_genuine_paired": table_q3_genuine_paired, "q3_floor": table_q3_floor,
+    "q3_seeds": table_q3_seeds,
     "q3_similarity_example": table_q3_similarity_example, "q3_speed": table_q3_speed,
     "q3_speed_gpu": table_q3_speed_gpu, "q3_runs": table_q3_runs,
     "q3_commands": table_q3_commands, "q3_gpu_recipe": table_q3_gpu_recipe,
@@ -645,6 +667,8 @@ def redraw_figures(res: Results, plots_dir: Path = PLOTS_DIR) -> None:
     for (decoder, _), name in Q3_RUNS.items():
         figures.plot_q3_history(name, decoder, histories[decoder, _], plots_dir)
     for name in map(ingredient_run, {**INGREDIENTS, **LONGER}):  # issue 25's runs without festival
+        figures.plot_q3_history(name, "transformer", res.get(name, "results.history"), plots_dir)
+    for name in SEEDS[43]:  # the attention decoder's recipe and second form, another seed
         figures.plot_q3_history(name, "transformer", res.get(name, "results.history"), plots_dir)
     second = {d: res.get(name, "results.history") for d, name in SECOND_FORM.items()}
     for decoder, history in second.items():
