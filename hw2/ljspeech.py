@@ -353,12 +353,16 @@ class FeatureBank:
     def __len__(self) -> int:
         return len(self.clips)
 
+    def clip_of_each_frame(self) -> torch.Tensor:
+        """(total frames,) the index of the clip each column of `features` belongs to."""
+        return torch.repeat_interleave(torch.arange(len(self)), self.lengths).to(self.device)
+
     def raise_floor(self, decades: float) -> None:
         """Floor each clip's log-mel `decades` under its loudest value instead of the handed-out
         8, in place. The synthesisers' clips carry a white noise floor 6-7 decades down where
         a quiet studio recording sits at the 8-decade floor: a higher floor makes both silent.
         Exact on cached features, whose floor is lower (the peak is unchanged)."""
-        owner = torch.repeat_interleave(torch.arange(len(self)), self.lengths).to(self.device)
+        owner = self.clip_of_each_frame()
         peaks = torch.full((len(self),), -torch.inf, device=self.device).scatter_reduce(
             0, owner, self.features.amax(dim=0), "amax")
         torch.maximum(self.features, (peaks - decades / 4)[owner], out=self.features)
@@ -368,7 +372,7 @@ class FeatureBank:
         (cepstral mean and variance normalisation), in place: a recording channel or a
         synthesiser's spectral colour is a per-clip offset of the log-mel, which this removes.
         At most one temporary the size of the features (the bank can hold gigabytes)."""
-        owner = torch.repeat_interleave(torch.arange(len(self)), self.lengths).to(self.device)
+        owner = self.clip_of_each_frame()
         count = self.lengths.to(self.device, torch.float32)
         sums = torch.zeros(self.features.shape[0], len(self), device=self.device)
         self.features -= (sums.index_add(1, owner, self.features) / count)[:, owner]
