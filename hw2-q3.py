@@ -365,9 +365,15 @@ def train_and_test(args: argparse.Namespace, corpus: LJSpeech, out: cli.Outputs
                    ) -> SpeechToText:
     """Train (or resume), test, and write the results file, the test log and the figures."""
     wall = Timer()
+    # the folders scored apart are read first: a bad clip there stops the run in seconds, not
+    # after the training (their features are few: they stay in memory); before the seed, as
+    # reading draws from the global generator
+    apart = [(key, label, folder, folder_bank(folder, args, label))
+             for key, label, folder in (("real_clips", "genuine", find_real_corpus(args, corpus)),
+                                        ("heldout_clips", "held-out voice", heldout_corpus(args)))
+             if folder is not None]
     configure_seed(args.seed)
     options = Options.from_args(args)
-    real_corpus, heldout = find_real_corpus(args, corpus), heldout_corpus(args)
     bank = load_bank(corpus, corpus.split("train", args.train_clips), args, "train features")
     validation = load_bank(corpus, corpus.split("validation", args.eval_clips), args,
                            "validation features")
@@ -380,11 +386,9 @@ def train_and_test(args: argparse.Namespace, corpus: LJSpeech, out: cli.Outputs
                "train_seconds": trained["seconds"], "updates": trained["updates"],
                "updates_per_epoch": trained["updates_per_epoch"],
                "device": device_name(options.device), "parameters": model.parameter_counts()}
-    for key, label, folder in (("real_clips", "genuine", real_corpus),
-                               ("heldout_clips", "held-out voice", heldout)):
-        if folder is not None:
-            results[key], folder_pairs = score_folder(model, folder, args, options, label)
-            pairs = pairs + [(f"[{label}] " + t, p) for t, p in folder_pairs]
+    for key, label, folder, folder_features in apart:
+        results[key], folder_pairs = score_folder(model, folder, folder_features, options, label)
+        pairs = pairs + [(f"[{label}] " + t, p) for t, p in folder_pairs]
     results["test_log"] = write_test_log(run_name(args), pairs, out.results)
     print("test: " + json.dumps({k: round(v, 4) for k, v in test.items()}))
     seconds = wall.lap()
@@ -397,14 +401,18 @@ def train_and_test(args: argparse.Namespace, corpus: LJSpeech, out: cli.Outputs
     return model
 
 
-def score_folder(model: SpeechToText, folder: LJSpeech, args: argparse.Namespace,
-                 options: Options, label: str) -> tuple[dict, list[tuple[str, str]]]:
-    """Every clip with audio of a folder scored apart from the test split: its metrics, a
-    bootstrap interval of its CER (few clips), the first examples, and all its pairs."""
-    clips = [c for c, ok in zip(folder.clips, folder.has_audio) if ok]
-    metrics, pairs = evaluate(model, load_bank(folder, clips, args, label), TokenVectorizer(),
-                              options, label)
-    return {"root": str(folder.root), "clips": len(clips), "metrics": metrics,
+def folder_bank(folder: LJSpeech, args: argparse.Namespace, label: str) -> FeatureBank:
+    """The features of every clip with audio of a folder scored apart from the test split."""
+    return load_bank(folder, [c for c, ok in zip(folder.clips, folder.has_audio) if ok], args,
+                     label)
+
+
+def score_folder(model: SpeechToText, folder: LJSpeech, bank: FeatureBank, options: Options,
+                 label: str) -> tuple[dict, list[tuple[str, str]]]:
+    """A folder scored apart from the test split: its metrics, a bootstrap interval of its CER
+    (few clips), the first examples, and all its pairs."""
+    metrics, pairs = evaluate(model, bank, TokenVectorizer(), options, label)
+    return {"root": str(folder.root), "clips": len(bank), "metrics": metrics,
             "cer_95ci": bootstrap_cer(pairs), "examples": pairs[:10]}, pairs
 
 

@@ -102,6 +102,14 @@ if python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
   #     | tee report/results/q3-lstm-gpu-padded-console-log.txt
   #   python hw2-q3.py -decoder lstm -fast -device cuda -tag gpu-fast -data_dir data \
   #     -no_progress | tee report/results/q3-lstm-gpu-fast-console-log.txt
+  # The recipe again with the same seed and a stronger tempo / VTLP arm (report: "Does the
+  # recipe reproduce"), three side by side on an H100, read back from their console output too:
+  #   python hw2-q3.py -decoder transformer $GPU_RECIPE $AUGMENTED -tag gpu30-aug \
+  #     | tee report/results/q3-transformer-gpu30-aug-console-log.txt
+  #   python hw2-q3.py -decoder transformer $GPU_RECIPE -speed_perturb 0.2 -vtlp 0.2 \
+  #     -utterance_norm -tag gpu30-aug2 | tee report/results/q3-transformer-gpu30-aug2-console-log.txt
+  #   python hw2-q3.py -decoder lstm -curriculum $GPU_RECIPE $AUGMENTED -tag gpu30-aug \
+  #     | tee report/results/q3-lstm-gpu30-aug-console-log.txt
 fi
 python bench/q3_bench.py -data_dir data -force  # training speed of each path (report/engineering.md)
 python report/build.py  # redraws the report's figures from the results, then the report

@@ -471,6 +471,43 @@ def table_q3_gpu_padding(res: Results) -> str:
                            "split): val loss / CER"], rows)
 
 
+# The GPU recipe run again with the same seed, and a stronger tempo / VTLP arm, three side by
+# side on an H100 (issue 25): they stopped when they came to score the genuine recordings (the
+# device's copy held empty stand-ins), so their validation lines survive only in the console
+# logs. (decoder, run, console log, the committed run it repeats or departs from)
+GPU_RERUNS = [("transformer", "the recipe again", "q3-transformer-gpu30-aug-console-log.txt",
+               "q3-transformer-gpu-t64aug"),
+              ("transformer", "tempo and VTLP ±0.2", "q3-transformer-gpu30-aug2-console-log.txt",
+               "q3-transformer-gpu-t64aug"),
+              ("lstm", "the recipe again", "q3-lstm-gpu30-aug-console-log.txt",
+               "q3-lstm-gpu-l64aug")]
+
+
+def first_difference(history: list[dict], other: list[dict]) -> str:
+    """The first epoch whose validation loss (3 decimals) differs between two histories."""
+    for mine, theirs in zip(history, other):
+        if f"{mine['validation']['loss']:.3f}" != f"{theirs['validation']['loss']:.3f}":
+            return f"{mine['epoch']:g}"
+    return "none"
+
+
+def table_q3_gpu_rerun(res: Results) -> str:
+    """The GPU recipe again (same seed, another GPU) and a stronger augmentation, against the
+    committed recipe runs: validation CER after the last epoch, where the histories part, time."""
+    rows = []
+    for decoder, run, log, committed in GPU_RERUNS:
+        history, base = console_history(res.dir / log), res.get(committed, "results.history")
+        repeat = run == "the recipe again"
+        rows.append([DECODERS[decoder], run, f"{history[-1]['epoch']:g}",
+                     f"{history[-1]['validation']['cer']:.3f}",
+                     f"{base[-1]['validation']['cer']:.3f}",
+                     first_difference(history, base) if repeat else "—",
+                     f"{history[-1]['seconds'] / 60:.1f}"])
+    return markdown_table(["decoder", "run", "epochs", "validation CER", "committed recipe run: "
+                           "validation CER", "first epoch that differs from it",
+                           "training + validation (min, GPU shared by three)"], rows)
+
+
 def table_q3_engines(res: Results) -> str:
     """The committed CPU runs' synthetic test CER per voice (from their analysis files), beside
     the genuine recordings' CER."""
@@ -641,6 +678,7 @@ TABLES: dict[str, Callable[[Results], str]] = {
     "q3_similarity_example": table_q3_similarity_example, "q3_speed": table_q3_speed,
     "q3_speed_gpu": table_q3_speed_gpu, "q3_runs": table_q3_runs,
     "q3_commands": table_q3_commands, "q3_gpu_recipe": table_q3_gpu_recipe,
+    "q3_gpu_rerun": table_q3_gpu_rerun,
     "q3_gpu_padding": table_q3_gpu_padding,
 }
 

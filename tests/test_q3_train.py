@@ -269,6 +269,22 @@ def test_a_held_out_voice_is_scored_apart_with_its_interval(tiny_corpus, tmp_pat
         q3.main(cli(tiny_corpus, tmp_path, "out2", "-epochs", "1", "-heldout_dir", str(empty)))
 
 
+def test_an_unreadable_clip_scored_apart_stops_the_run_before_training(tiny_corpus, tmp_path,
+                                                                         monkeypatch):
+    """A genuine folder whose clip is an empty file (as a stand-in folder made for rendering
+    has) fails in seconds with a one-line error, not after the training."""
+    genuine = write_corpus(tmp_path / "genuine" / "LJSpeech-1.1", ["LJ200|iota|iota"], ["LJ200"],
+                           seconds=0.3)
+    (genuine / "wavs" / "LJ200.wav").write_bytes(b"")
+    monkeypatch.setattr(q3, "train_step", lambda *args, **kwargs: pytest.fail("trained"))
+    args = cli(tiny_corpus, tmp_path, "out", "-epochs", "1", "-checkpoint_dir",
+               str(tmp_path / "ck"))
+    args[args.index("-real_dir") + 1] = str(genuine)
+    with pytest.raises(SystemExit, match=rf"^error: {genuine}/wavs/LJ200.wav: unreadable audio"):
+        q3.main(args)
+    assert not (tmp_path / "ck").exists() or not any((tmp_path / "ck").iterdir())
+
+
 @pytest.mark.parametrize("flags, change", [(["-utterance_norm"], "utterance_norm False -> True"),
                                            (["-dynamic_range", "6"], "dynamic_range None -> 6.0")])
 def test_feature_settings_are_part_of_the_run_identity(tiny_corpus, tmp_path, flags, change):

@@ -293,3 +293,12 @@ def test_augmentation_labels_name_each_flag_once():
     floor = {"dynamic_range": 6.0, "utterance_norm": True}
     assert build.augmentation_label(floor) == "-dynamic_range 6 -utterance_norm"
     assert build.augmentation_label(floor, short=True) == "floor 6 decades, per-clip norm"
+
+
+def test_first_difference_names_the_epoch_where_two_histories_part():
+    def history(*losses):
+        return [{"epoch": float(e), "validation": {"loss": loss}} for e, loss in
+                enumerate(losses, 1)]
+    committed = history(2.3721, 2.321, 2.140, 1.871)
+    assert build.first_difference(history(2.3719, 2.321, 2.169, 1.885), committed) == "3"
+    assert build.first_difference(history(2.372, 2.321), committed) == "none"
