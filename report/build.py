@@ -253,7 +253,11 @@ LONGER = {"long-none": "nothing", "long-speed": INGREDIENTS["speed"],
 # A higher log-mel floor with the normalisation, against the normalisation alone, clip by clip.
 FLOOR = {"long-floor6-norm": "per-clip normalisation, floor 6 decades under the peak",
          "long-floor5-norm": "per-clip normalisation, floor 5 decades under the peak"}
+# Wider tempo and VTLP ranges with the normalisation, against the second form's ±0.1.
+WIDER = {"long-aug2-norm": "tempo and VTLP ±0.2, and per-clip normalisation",
+         "long-aug3-norm": "tempo and VTLP ±0.3, and per-clip normalisation"}
 LONGER.update(FLOOR)
+LONGER.update(WIDER)
 # The augmentation flags that take a value, in words; -utterance_norm is a switch.
 INGREDIENT_FLAGS = {"speed_perturb": "tempo", "vtlp": "VTLP", "freq_masks": "masks",
                     "time_masks": "masks", "reverb": "reverberation"}
@@ -321,16 +325,26 @@ def table_q3_seeds(res: Results) -> str:
                            "*: excludes 0]"], rows)
 
 
-def table_q3_floor(res: Results) -> str:
-    """Each higher floor against the normalisation alone on the held-out voice (what a choice
-    is made on) and on the genuine recordings (reported only), clip by clip."""
-    base = ingredient_run("long-utterance-norm")
+def paired_arms_table(res: Results, base_arm: str, base_label: str, arms: dict) -> str:
+    """Each arm against a base arm on the held-out voice (what a choice is made on) and on the
+    genuine recordings (reported only), clip by clip."""
+    base = ingredient_run(base_arm)
     rows = [[label] + [paired_gap(res, base, ingredient_run(arm), clips)
                        for clips in ("held-out voice", "genuine")]
-            for arm, label in FLOOR.items()]
-    return markdown_table(["run", "held-out voice CER, minus the normalisation alone's "
+            for arm, label in arms.items()]
+    return markdown_table(["run", f"held-out voice CER, minus {base_label} "
                            "[95% paired interval; *: excludes 0]",
                            "genuine CER, the same"], rows)
+
+
+def table_q3_floor(res: Results) -> str:
+    """Each higher floor against the normalisation alone."""
+    return paired_arms_table(res, "long-utterance-norm", "the normalisation alone's", FLOOR)
+
+
+def table_q3_wider(res: Results) -> str:
+    """Wider tempo and VTLP ranges against the second form's ±0.1 (both with the normalisation)."""
+    return paired_arms_table(res, "long-recipe", "±0.1's (the second form's)", WIDER)
 
 
 def augmentation_label(config: dict, short: bool = False) -> str:
@@ -678,7 +692,7 @@ TABLES: dict[str, Callable[[Results], str]] = {
     "q3_similarity_example": table_q3_similarity_example, "q3_speed": table_q3_speed,
     "q3_speed_gpu": table_q3_speed_gpu, "q3_runs": table_q3_runs,
     "q3_commands": table_q3_commands, "q3_gpu_recipe": table_q3_gpu_recipe,
-    "q3_gpu_rerun": table_q3_gpu_rerun,
+    "q3_gpu_rerun": table_q3_gpu_rerun, "q3_wider": table_q3_wider,
     "q3_gpu_padding": table_q3_gpu_padding,
 }
 
