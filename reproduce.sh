@@ -32,7 +32,7 @@ if [ -f data/LJSpeech-1.1/tts_manifest.tsv ]; then
   wait $a; wait $b
   ingredient utterance-norm -utterance_norm -threads 2
   # longer (7 epochs, ~37 min each, two at a time): each ingredient but the masks alone, then
-  # the committed recipe's three together
+  # the second form's three together
   ingredient long-none -epochs 7 & a=$!
   ingredient long-recipe -epochs 7 -speed_perturb 0.1 -vtlp 0.1 -utterance_norm & b=$!
   wait $a; wait $b

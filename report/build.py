@@ -488,37 +488,45 @@ def table_q3_gpu_padding(res: Results) -> str:
 # The GPU recipe run again with the same seed, and a stronger tempo / VTLP arm, three side by
 # side on an H100 (issue 25): they stopped when they came to score the genuine recordings (the
 # device's copy held empty stand-ins), so their validation lines survive only in the console
-# logs. (decoder, run, console log, the committed run it repeats or departs from)
+# logs. (decoder, run, console log, the run it is set against: a committed results file that
+# it repeats, or the console log of the repeat run beside it)
 GPU_RERUNS = [("transformer", "the recipe again", "q3-transformer-gpu30-aug-console-log.txt",
                "q3-transformer-gpu-t64aug"),
               ("transformer", "tempo and VTLP ±0.2", "q3-transformer-gpu30-aug2-console-log.txt",
-               "q3-transformer-gpu-t64aug"),
+               "q3-transformer-gpu30-aug-console-log.txt"),
               ("lstm", "the recipe again", "q3-lstm-gpu30-aug-console-log.txt",
                "q3-lstm-gpu-l64aug")]
 
 
 def first_difference(history: list[dict], other: list[dict]) -> str:
-    """The first epoch whose validation loss (3 decimals) differs between two histories."""
-    for mine, theirs in zip(history, other):
-        if f"{mine['validation']['loss']:.3f}" != f"{theirs['validation']['loss']:.3f}":
+    """The first epoch whose validation loss (3 decimals) differs between two histories, over
+    the epochs both have."""
+    theirs = {h["epoch"]: f"{h['validation']['loss']:.3f}" for h in other}
+    for mine in history:
+        if mine["epoch"] in theirs and f"{mine['validation']['loss']:.3f}" != theirs[mine["epoch"]]:
             return f"{mine['epoch']:g}"
     return "none"
 
 
 def table_q3_gpu_rerun(res: Results) -> str:
-    """The GPU recipe again (same seed, another GPU) and a stronger augmentation, against the
-    committed recipe runs: validation CER after the last epoch, where the histories part, time."""
+    """The GPU recipe again (same seed, another GPU) against its committed runs, and a stronger
+    augmentation against that repeat: validation CER after the last epoch, where a repeat's
+    history parts from the committed one, time."""
     rows = []
-    for decoder, run, log, committed in GPU_RERUNS:
-        history, base = console_history(res.dir / log), res.get(committed, "results.history")
-        repeat = run == "the recipe again"
+    for decoder, run, log, against in GPU_RERUNS:
+        history = console_history(res.dir / log)
+        repeats = not against.endswith("-console-log.txt")
+        other = res.get(against, "results.history") if repeats else \
+            console_history(res.dir / against)
         rows.append([DECODERS[decoder], run, f"{history[-1]['epoch']:g}",
                      f"{history[-1]['validation']['cer']:.3f}",
-                     f"{base[-1]['validation']['cer']:.3f}",
-                     first_difference(history, base) if repeat else "—",
+                     (f"committed run ({res.get(against, 'machine.cuda')}): " if repeats
+                      else "the repeat beside it: ")
+                     + f"{other[-1]['validation']['cer']:.3f}",
+                     first_difference(history, other) if repeats else "—",
                      f"{history[-1]['seconds'] / 60:.1f}"])
-    return markdown_table(["decoder", "run", "epochs", "validation CER", "committed recipe run: "
-                           "validation CER", "first epoch that differs from it",
+    return markdown_table(["decoder", "run", "epochs", "validation CER", "set against: "
+                           "validation CER", "first epoch whose validation loss differs",
                            "training + validation (min, GPU shared by three)"], rows)
 
 

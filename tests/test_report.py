@@ -302,3 +302,4 @@ def test_first_difference_names_the_epoch_where_two_histories_part():
     committed = history(2.3721, 2.321, 2.140, 1.871)
     assert build.first_difference(history(2.3719, 2.321, 2.169, 1.885), committed) == "3"
     assert build.first_difference(history(2.372, 2.321), committed) == "none"
+    assert build.first_difference(committed[2:], history(2.372, 2.321, 2.140)) == "none"
