@@ -51,6 +51,10 @@ if [ -f data/LJSpeech-1.1/tts_manifest.tsv ]; then
   ingredient long-aug2-norm -epochs 7 -speed_perturb 0.2 -vtlp 0.2 -utterance_norm & a=$!
   ingredient long-aug3-norm -epochs 7 -speed_perturb 0.3 -vtlp 0.3 -utterance_norm & b=$!
   wait $a; wait $b
+  # tempo and VTLP each alone with the normalisation: which one the second form's gain is from
+  ingredient long-speed-norm -epochs 7 -speed_perturb 0.1 -utterance_norm & a=$!
+  ingredient long-vtlp-norm -epochs 7 -vtlp 0.1 -utterance_norm & b=$!
+  wait $a; wait $b
   # more voices (Pico and MBROLA, Debian non-free), with the normalisation: a copy of the corpus
   # (links) in which only their share is rendered, split by voice like the one above
   if command -v pico2wave >/dev/null && command -v mbrola >/dev/null; then

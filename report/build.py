@@ -256,8 +256,13 @@ FLOOR = {"long-floor6-norm": "per-clip normalisation, floor 6 decades under the 
 # Wider tempo and VTLP ranges with the normalisation, against the second form's ±0.1.
 WIDER = {"long-aug2-norm": "tempo and VTLP ±0.2, and per-clip normalisation",
          "long-aug3-norm": "tempo and VTLP ±0.3, and per-clip normalisation"}
+# Tempo and VTLP each alone with the normalisation: which of the two the second form's gain
+# on the genuine recordings comes from.
+SPLIT = {"long-speed-norm": "tempo ±0.1 and per-clip normalisation",
+         "long-vtlp-norm": "VTLP ±0.1 and per-clip normalisation"}
 LONGER.update(FLOOR)
 LONGER.update(WIDER)
+LONGER.update(SPLIT)
 # The augmentation flags that take a value, in words; -utterance_norm is a switch.
 INGREDIENT_FLAGS = {"speed_perturb": "tempo", "vtlp": "VTLP", "freq_masks": "masks",
                     "time_masks": "masks", "reverb": "reverberation"}
@@ -340,6 +345,12 @@ def paired_arms_table(res: Results, base_arm: str, base_label: str, arms: dict) 
 def table_q3_floor(res: Results) -> str:
     """Each higher floor against the normalisation alone."""
     return paired_arms_table(res, "long-utterance-norm", "the normalisation alone's", FLOOR)
+
+
+def table_q3_split(res: Results) -> str:
+    """Tempo, VTLP and the two together, each with the normalisation, against it alone."""
+    return paired_arms_table(res, "long-utterance-norm", "the normalisation alone's",
+                             {**SPLIT, "long-recipe": LONGER["long-recipe"]})
 
 
 def table_q3_wider(res: Results) -> str:
@@ -700,7 +711,7 @@ TABLES: dict[str, Callable[[Results], str]] = {
     "q3_similarity_example": table_q3_similarity_example, "q3_speed": table_q3_speed,
     "q3_speed_gpu": table_q3_speed_gpu, "q3_runs": table_q3_runs,
     "q3_commands": table_q3_commands, "q3_gpu_recipe": table_q3_gpu_recipe,
-    "q3_gpu_rerun": table_q3_gpu_rerun, "q3_wider": table_q3_wider,
+    "q3_gpu_rerun": table_q3_gpu_rerun, "q3_wider": table_q3_wider, "q3_split": table_q3_split,
     "q3_gpu_padding": table_q3_gpu_padding,
 }
 
