@@ -54,8 +54,8 @@ def corpus_record(corpus: LJSpeech) -> dict:
     record = {"corpus": corpus.describe(), "corpus_sha256": corpus.digest(),
               "synthetic_speech": is_tts(corpus)}
     if is_tts(corpus):
-        with_audio = [clip for clip, ok in zip(corpus.clips, corpus.has_audio) if ok]
-        record["engines"] = dict(sorted(Counter(clip_engines(corpus, with_audio)).items()))
+        engines = clip_engines(corpus, corpus.clips_with_audio())
+        record["engines"] = dict(sorted(Counter(engines).items()))
     return record
 
 
@@ -403,8 +403,7 @@ def train_and_test(args: argparse.Namespace, corpus: LJSpeech, out: cli.Outputs
 
 def folder_bank(folder: LJSpeech, args: argparse.Namespace, label: str) -> FeatureBank:
     """The features of every clip with audio of a folder scored apart from the test split."""
-    return load_bank(folder, [c for c, ok in zip(folder.clips, folder.has_audio) if ok], args,
-                     label)
+    return load_bank(folder, folder.clips_with_audio(), args, label)
 
 
 def score_folder(model: SpeechToText, folder: LJSpeech, bank: FeatureBank, options: Options,

@@ -107,6 +107,10 @@ class LJSpeech:
     def wav_path(self, clip: Clip) -> Path:
         return self.wav_dir / f"{clip.id}.wav"
 
+    def clips_with_audio(self) -> list[Clip]:
+        """Every clip whose wav is present, in metadata order."""
+        return [clip for clip, ok in zip(self.clips, self.has_audio) if ok]
+
     def frames(self, clip: Clip, hop_length: int = MelSettings.hop_length) -> int:
         """Log-mel frames of the clip (centred STFT: 1 + samples // hop), from the wav header."""
         try:

@@ -243,13 +243,6 @@ INGREDIENTS = {"none": "nothing (espeak-ng and flite voices only)",
                "speed": "tempo perturbation", "vtlp": "vocal-tract-length perturbation",
                "specaugment": "SpecAugment masks", "reverb": "room reverberation",
                "utterance-norm": "per-clip feature normalisation"}
-# The same runs trained longer: each ingredient but the masks alone, then the CPU recipe's three.
-LONGER = {"long-none": "nothing", "long-speed": INGREDIENTS["speed"],
-          "long-vtlp": INGREDIENTS["vtlp"], "long-utterance-norm": INGREDIENTS["utterance-norm"],
-          "long-reverb": INGREDIENTS["reverb"],
-          "long-recipe": "tempo, VTLP and per-clip normalisation (the second form's)",
-          "long-voices-norm": "per-clip normalisation, and Pico's and MBROLA's voices for 30% "
-                              "of the other clips (another corpus)"}
 # A higher log-mel floor with the normalisation, against the normalisation alone, clip by clip.
 FLOOR = {"long-floor6-norm": "per-clip normalisation, floor 6 decades under the peak",
          "long-floor5-norm": "per-clip normalisation, floor 5 decades under the peak"}
@@ -260,9 +253,15 @@ WIDER = {"long-aug2-norm": "tempo and VTLP ±0.2, and per-clip normalisation",
 # on the genuine recordings comes from.
 SPLIT = {"long-speed-norm": "tempo ±0.1 and per-clip normalisation",
          "long-vtlp-norm": "VTLP ±0.1 and per-clip normalisation"}
-LONGER.update(FLOOR)
-LONGER.update(WIDER)
-LONGER.update(SPLIT)
+# The same runs trained longer: each ingredient but the masks alone, the CPU recipe's three,
+# then the arms above.
+LONGER = {"long-none": "nothing", "long-speed": INGREDIENTS["speed"],
+          "long-vtlp": INGREDIENTS["vtlp"], "long-utterance-norm": INGREDIENTS["utterance-norm"],
+          "long-reverb": INGREDIENTS["reverb"],
+          "long-recipe": "tempo, VTLP and per-clip normalisation (the second form's)",
+          "long-voices-norm": "per-clip normalisation, and Pico's and MBROLA's voices for 30% "
+                              "of the other clips (another corpus)",
+          **FLOOR, **WIDER, **SPLIT}
 # The augmentation flags that take a value, in words; -utterance_norm is a switch.
 INGREDIENT_FLAGS = {"speed_perturb": "tempo", "vtlp": "VTLP", "freq_masks": "masks",
                     "time_masks": "masks", "reverb": "reverberation"}
@@ -737,9 +736,8 @@ def redraw_figures(res: Results, plots_dir: Path = PLOTS_DIR) -> None:
     histories = {key: res.get(name, "results.history") for key, name in Q3_RUNS.items()}
     for (decoder, _), name in Q3_RUNS.items():
         figures.plot_q3_history(name, decoder, histories[decoder, _], plots_dir)
-    for name in map(ingredient_run, {**INGREDIENTS, **LONGER}):  # issue 25's runs without festival
-        figures.plot_q3_history(name, "transformer", res.get(name, "results.history"), plots_dir)
-    for name in SEEDS[43]:  # the attention decoder's recipe and second form, another seed
+    # issue 25's runs without festival, and the attention decoder's two forms with seed 43
+    for name in [*map(ingredient_run, {**INGREDIENTS, **LONGER}), *SEEDS[43]]:
         figures.plot_q3_history(name, "transformer", res.get(name, "results.history"), plots_dir)
     second = {d: res.get(name, "results.history") for d, name in SECOND_FORM.items()}
     for decoder, history in second.items():

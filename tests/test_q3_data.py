@@ -53,6 +53,7 @@ def test_shared_metadata_splits_and_available_clips():
         {"train": 9825, "validation": 655, "test": 2620}
     assert info["clips_with_audio"] == 36 and info["splits"]["train"]["with_audio"] == 36
     assert corpus.split("train")[0].id == "LJ001-0001" and corpus.split("test") == []
+    assert corpus.clips_with_audio() == corpus.split("train")  # the 36 genuine ones, in order
     with pytest.raises(SystemExit, match="unknown split"):
         corpus.split("dev")
 
