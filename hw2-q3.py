@@ -30,7 +30,7 @@ from hw2.checkpoints import Checkpoint, check_identity, exclusive, read_checkpoi
 from hw2.cli import (add_common_args, ensure_writable, fail, non_negative_float,
                      non_negative_int, positive_float, positive_int, torch_device)
 from hw2.ljspeech import (AUDIO_TIME, LOG_MEL_DECADES, TTS_MANIFEST, Clip, ClipBatches,
-                          FeatureBank, FeatureCache, LJSpeech, LogMel, SpeechDataset,
+                          FeatureBank, FeatureCache, LJSpeech, LogMel, MelSettings, SpeechDataset,
                           TokenVectorizer, read_tts_manifest, tts_engines)
 from hw2.results import (Timer, check_replaceable, read_test_log, test_log_path,
                          write_results, write_test_log)
@@ -98,6 +98,8 @@ def load_bank(corpus: LJSpeech, clips: list[Clip], args: argparse.Namespace,
     bank = FeatureBank(dataset, args.workers, args.device, not args.no_progress, desc)
     if args.dynamic_range is not None:
         bank.raise_floor(args.dynamic_range)
+    if args.lifter is not None:
+        bank.smooth_spectrum(args.lifter)
     if args.utterance_norm:
         bank.normalise_per_clip()
     return bank
@@ -220,9 +222,10 @@ def train_step(model: SpeechToText, bank: FeatureBank, indices, optimizer, optio
 RUN_IDENTITY = ("decoder", "epochs", "lr", "batch_size", "eval_batch_size", "encoder_layers",
                 "statement_norm", "train_clips", "eval_clips", "fast", "schedule",
                 "warmup_updates", "curriculum", "eval_every", "amp", "seed", "speed_perturb",
-                "vtlp", "freq_masks", "time_masks", "reverb", "utterance_norm", "dynamic_range")
+                "vtlp", "freq_masks", "time_masks", "reverb", "utterance_norm", "dynamic_range",
+                "lifter")
 # Flags added after checkpoints were committed, with the value those checkpoints were trained at.
-ADDED_LATER = {"utterance_norm": False, "reverb": 0.0, "dynamic_range": None}
+ADDED_LATER = {"utterance_norm": False, "reverb": 0.0, "dynamic_range": None, "lifter": None}
 
 
 def run_identity(args: argparse.Namespace, corpus: LJSpeech) -> dict:
@@ -585,6 +588,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.dynamic_range is not None and args.dynamic_range > LOG_MEL_DECADES:
         parser.error(f"argument -dynamic_range: must lie in (0, {LOG_MEL_DECADES:g}], the "
                      f"features' own floor (got {args.dynamic_range:g})")
+    if args.lifter is not None and args.lifter >= MelSettings.n_mels:
+        parser.error(f"argument -lifter: must lie in [1, {MelSettings.n_mels}), fewer than the "
+                     f"mel bins (got {args.lifter})")
     if args.reverb and args.utterance_norm:
         parser.error("-reverb acts on the log-mel power, which -utterance_norm normalises before "
                      "any augmentation: use one or the other")
@@ -641,6 +647,10 @@ def add_augmentation_args(group) -> None:
                        help="floor each clip's log-mel D decades under its loudest value, "
                             f"training and evaluation alike (default: the handed-out "
                             f"{LOG_MEL_DECADES:g}; e.g. 6 silences the synthesisers' noise floor)")
+    group.add_argument("-lifter", type=positive_int, metavar="K",
+                       help="keep the first K cosine coefficients of each frame's log-mel "
+                            "(cepstral liftering: the spectral envelope without the pitch "
+                            "harmonics), training and evaluation alike (e.g. 30 of 80)")
     group.add_argument("-utterance_norm", action="store_true",
                        help="normalise each mel bin of each clip to zero mean and unit "
                             "variance over the clip (training and evaluation alike)")

@@ -55,6 +55,11 @@ if [ -f data/LJSpeech-1.1/tts_manifest.tsv ]; then
   ingredient long-speed-norm -epochs 7 -speed_perturb 0.1 -utterance_norm & a=$!
   ingredient long-vtlp-norm -epochs 7 -vtlp 0.1 -utterance_norm & b=$!
   wait $a; wait $b
+  # cepstral liftering (13 or 26 cosines of each frame's 80 log-mel bins: the spectral envelope
+  # without the pitch harmonics), with the normalisation
+  ingredient long-lifter13-norm -epochs 7 -lifter 13 -utterance_norm & a=$!
+  ingredient long-lifter26-norm -epochs 7 -lifter 26 -utterance_norm & b=$!
+  wait $a; wait $b
   # more voices (Pico and MBROLA, Debian non-free), with the normalisation: a copy of the corpus
   # (links) in which only their share is rendered, split by voice like the one above
   if command -v pico2wave >/dev/null && command -v mbrola >/dev/null; then

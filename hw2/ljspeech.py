@@ -371,6 +371,19 @@ class FeatureBank:
             0, owner, self.features.amax(dim=0), "amax")
         torch.maximum(self.features, (peaks - decades / 4)[owner], out=self.features)
 
+    def smooth_spectrum(self, keep: int, chunk: int = 1 << 18) -> None:
+        """Keep the first `keep` cosine (DCT-II) coefficients of each frame's log-mel and drop
+        the rest (cepstral liftering), in place; the features keep their n_mels bins. A voice's
+        pitch harmonics are a ripple along the mel axis (a 200 Hz voice's: about 4 bins, the
+        40th coefficient of 80) while what is said lies in the smooth envelope (formants):
+        synthesisers and readers differ in the first far more than in the second. A linear
+        map of each frame, so it commutes with the per-clip mean; done before normalising."""
+        n_mels = self.features.shape[0]
+        basis = torchaudio.functional.create_dct(keep, n_mels, norm="ortho")  # (n_mels, keep)
+        projection = (basis @ basis.T).to(self.device)  # orthogonal projection onto the span
+        for columns in self.features.split(chunk, dim=1):  # views: written in place
+            columns.copy_(projection @ columns)
+
     def normalise_per_clip(self) -> None:
         """Give each mel bin of each clip zero mean and unit variance over the clip's frames
         (cepstral mean and variance normalisation), in place: a recording channel or a

@@ -253,6 +253,10 @@ WIDER = {"long-aug2-norm": "tempo and VTLP ±0.2, and per-clip normalisation",
 # on the genuine recordings comes from.
 SPLIT = {"long-speed-norm": "tempo ±0.1 and per-clip normalisation",
          "long-vtlp-norm": "VTLP ±0.1 and per-clip normalisation"}
+# Cepstral liftering with the normalisation: each frame's spectral envelope without the pitch
+# harmonics, against the normalisation alone.
+LIFTER = {"long-lifter13-norm": "per-clip normalisation, 13 cosines of each frame kept",
+          "long-lifter26-norm": "per-clip normalisation, 26 cosines of each frame kept"}
 # The same runs trained longer: each ingredient but the masks alone, the CPU recipe's three,
 # then the arms above.
 LONGER = {"long-none": "nothing", "long-speed": INGREDIENTS["speed"],
@@ -261,7 +265,7 @@ LONGER = {"long-none": "nothing", "long-speed": INGREDIENTS["speed"],
           "long-recipe": "tempo, VTLP and per-clip normalisation (the second form's)",
           "long-voices-norm": "per-clip normalisation, and Pico's and MBROLA's voices for 30% "
                               "of the other clips (another corpus)",
-          **FLOOR, **WIDER, **SPLIT}
+          **FLOOR, **WIDER, **SPLIT, **LIFTER}
 # The augmentation flags that take a value, in words; -utterance_norm is a switch.
 INGREDIENT_FLAGS = {"speed_perturb": "tempo", "vtlp": "VTLP", "freq_masks": "masks",
                     "time_masks": "masks", "reverb": "reverberation"}
@@ -352,6 +356,11 @@ def table_q3_split(res: Results) -> str:
                              {**SPLIT, "long-recipe": LONGER["long-recipe"]})
 
 
+def table_q3_lifter(res: Results) -> str:
+    """Each lifter (with the normalisation) against the normalisation alone."""
+    return paired_arms_table(res, "long-utterance-norm", "the normalisation alone's", LIFTER)
+
+
 def table_q3_wider(res: Results) -> str:
     """Wider tempo and VTLP ranges against the second form's ±0.1 (both with the normalisation)."""
     return paired_arms_table(res, "long-recipe", "±0.1's (the second form's)", WIDER)
@@ -360,16 +369,17 @@ def table_q3_wider(res: Results) -> str:
 def augmentation_label(config: dict, short: bool = False) -> str:
     """The augmentation flags a run was given ("none" without any); `short`: in words."""
     given = [flag for flag in INGREDIENT_FLAGS if config.get(flag)]
-    floor = config.get("dynamic_range")  # a feature setting, like the normalisation
+    floor = config.get("dynamic_range")  # feature settings, like the normalisation
+    lifter = config.get("lifter")
     norm = bool(config.get("utterance_norm"))
     if short:
         words = [*dict.fromkeys(INGREDIENT_FLAGS[flag] for flag in given)]
         words += ([f"floor {floor:g} decades"] if floor is not None else []) \
-            + ["per-clip norm"] * norm
+            + ([f"{lifter} cosines"] if lifter is not None else []) + ["per-clip norm"] * norm
         return ", ".join(words) or "none"
     flags = [f"-{flag} {config[flag]}" for flag in given]
     flags += ([f"-dynamic_range {floor:g}"] if floor is not None else []) \
-        + ["-utterance_norm"] * norm
+        + ([f"-lifter {lifter}"] if lifter is not None else []) + ["-utterance_norm"] * norm
     return " ".join(flags) or "none"
 
 
@@ -711,7 +721,7 @@ TABLES: dict[str, Callable[[Results], str]] = {
     "q3_speed_gpu": table_q3_speed_gpu, "q3_runs": table_q3_runs,
     "q3_commands": table_q3_commands, "q3_gpu_recipe": table_q3_gpu_recipe,
     "q3_gpu_rerun": table_q3_gpu_rerun, "q3_wider": table_q3_wider, "q3_split": table_q3_split,
-    "q3_gpu_padding": table_q3_gpu_padding,
+    "q3_lifter": table_q3_lifter, "q3_gpu_padding": table_q3_gpu_padding,
 }
 
 

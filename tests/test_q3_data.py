@@ -207,6 +207,31 @@ def test_a_raised_floor_equals_each_clip_floored_alone_and_8_decades_change_noth
         assert not audio[clip, :, frames:].any()  # the padding stays zero
 
 
+def cosine_basis(n: int) -> np.ndarray:
+    """The orthonormal DCT-II basis, row k = cos(pi k (2m + 1) / 2n), written out."""
+    k, m = np.arange(n)[:, None], np.arange(n)[None, :]
+    basis = np.sqrt(2 / n) * np.cos(np.pi * k * (2 * m + 1) / (2 * n))
+    basis[0] /= np.sqrt(2)
+    return basis
+
+
+def test_liftering_keeps_the_first_cosines_of_each_frame_and_drops_the_rest(tmp_path):
+    bank = lj.FeatureBank(speech_dataset(tmp_path, [0.3, 0.5, 0.4]), progress=False)
+    basis = cosine_basis(80)
+    frames = bank.features.shape[1]
+    bank.features[:, :2] = torch.from_numpy(basis[[12, 13]].T).float()  # two pure cosines
+    before = bank.features.double().numpy()
+    bank.smooth_spectrum(13, chunk=7)  # chunks that cut across clips change nothing
+    after = bank.features.double().numpy()
+    kept = basis[:13]
+    np.testing.assert_allclose(after, kept.T @ (kept @ before), atol=1e-5)
+    np.testing.assert_allclose(after[:, 0], basis[12], atol=1e-6)  # the 13th cosine stays
+    np.testing.assert_allclose(after[:, 1], 0, atol=1e-6)  # the 14th goes
+    assert after.shape == (80, frames) and np.abs(after - before).max() > 0.01
+    bank.smooth_spectrum(13)  # a projection: once is all it does
+    np.testing.assert_allclose(bank.features.double().numpy(), after, atol=1e-5)
+
+
 def test_feature_bank_crops_long_clips_and_names_a_bad_file(tmp_path, capsys):
     ds = speech_dataset(tmp_path, [0.3, 21.0])  # 21 s: 2,895 frames > 2,754
     bank = lj.FeatureBank(ds, progress=False)

@@ -286,7 +286,8 @@ def test_an_unreadable_clip_scored_apart_stops_the_run_before_training(tiny_corp
 
 
 @pytest.mark.parametrize("flags, change", [(["-utterance_norm"], "utterance_norm False -> True"),
-                                           (["-dynamic_range", "6"], "dynamic_range None -> 6.0")])
+                                           (["-dynamic_range", "6"], "dynamic_range None -> 6.0"),
+                                           (["-lifter", "13"], "lifter None -> 13")])
 def test_feature_settings_are_part_of_the_run_identity(tiny_corpus, tmp_path, flags, change):
     q3.main(cli(tiny_corpus, tmp_path, "a", "-epochs", "1", "-checkpoint_dir", str(tmp_path)))
     with pytest.raises(SystemExit, match=rf"another run \({change}\)"):
@@ -434,6 +435,13 @@ def test_a_floor_under_the_features_own_is_a_usage_error(tiny_corpus, tmp_path, 
     line = usage_error(cli(tiny_corpus, tmp_path, "x", "-dynamic_range", "9"), capsys)
     assert line.endswith("error: argument -dynamic_range: must lie in (0, 8], the features' own "
                          "floor (got 9)")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_lifter_of_every_mel_bin_is_a_usage_error(tiny_corpus, tmp_path, capsys):
+    line = usage_error(cli(tiny_corpus, tmp_path, "x", "-lifter", "80"), capsys)
+    assert line.endswith("error: argument -lifter: must lie in [1, 80), fewer than the mel bins "
+                         "(got 80)")
     assert not (tmp_path / "cache").exists()
 
 

@@ -293,6 +293,9 @@ def test_augmentation_labels_name_each_flag_once():
     floor = {"dynamic_range": 6.0, "utterance_norm": True}
     assert build.augmentation_label(floor) == "-dynamic_range 6 -utterance_norm"
     assert build.augmentation_label(floor, short=True) == "floor 6 decades, per-clip norm"
+    lifter = {"lifter": 13, "utterance_norm": True, "vtlp": 0.1}
+    assert build.augmentation_label(lifter) == "-vtlp 0.1 -lifter 13 -utterance_norm"
+    assert build.augmentation_label(lifter, short=True) == "VTLP, 13 cosines, per-clip norm"
 
 
 def test_first_difference_names_the_epoch_where_two_histories_part():
