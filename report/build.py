@@ -25,6 +25,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 REPORT_DIR = Path(__file__).resolve().parent
 REPO_DIR = REPORT_DIR.parent
 sys.path.insert(0, str(REPO_DIR))
@@ -331,6 +333,61 @@ def table_q3_seeds(res: Results) -> str:
                            "genuine CER, recipe / second form",
                            "genuine CER, recipe minus second form [95% paired interval; "
                            "*: excludes 0]"], rows)
+
+
+# The committed runs' checkpoints scored again, untrained further, on MBROLA's three voices
+# (validation clips), which none of them heard: (recipe, second form) per decoder and seed.
+SCORED_MBROLA = {("transformer", 42): ("q3-transformer-norm-only-scored-mbrola",
+                                       "q3-transformer-scored-mbrola"),
+                 ("transformer", 43): ("q3-transformer-norm-only-seed43-scored-mbrola",
+                                       "q3-transformer-seed43-scored-mbrola"),
+                 ("lstm", 42): ("q3-lstm-norm-only-scored-mbrola", "q3-lstm-scored-mbrola")}
+
+
+def table_q3_mbrola(res: Results) -> str:
+    """The committed recipe against its second form on MBROLA's held-out voices (a choice may
+    use them) and on the genuine recordings (reported only), clip by clip."""
+    def cer(name: str) -> str:
+        return f"{res.get(name, 'results.heldout_clips.metrics.cer'):.3f}"
+    rows = [[DECODERS[decoder], seed, f"{cer(recipe)} / {cer(second)}"]
+            + [paired_gap(res, second, recipe, clips) for clips in ("held-out voice", "genuine")]
+            for (decoder, seed), (recipe, second) in SCORED_MBROLA.items()]
+    return markdown_table(["decoder", "seed", "MBROLA's voices CER, recipe / second form",
+                           "MBROLA's voices, recipe minus second form [95% paired interval; "
+                           "*: excludes 0]", "genuine CER, the same"], rows)
+
+
+def rank_correlation(x: list[float], y: list[float]) -> float:
+    """Spearman's rank correlation (ties take their mean rank)."""
+    def ranks(values: list[float]) -> np.ndarray:
+        values = np.asarray(values, dtype=float)
+        return np.array([(values < v).sum() + ((values == v).sum() + 1) / 2 for v in values])
+    return float(np.corrcoef(ranks(x), ranks(y))[0, 1])
+
+
+# The longer runs that heard none of MBROLA's voices (all but the one trained on them).
+UNHEARD_MBROLA = [arm for arm in LONGER if arm != "long-voices-norm"]
+
+
+def table_q3_choice_sets(res: Results) -> str:
+    """How well each set of choice data ranks the longer runs as the genuine recordings do:
+    the rank correlation of its CER with the genuine CER across the runs, the run it would
+    choose (lowest CER) and that run's genuine CER."""
+    def cers(key: str, suffix: str = "") -> list[float]:
+        return [res.get(ingredient_run(arm) + suffix, key) for arm in UNHEARD_MBROLA]
+    genuine = cers("results.real_clips.metrics.cer")
+    sets = {"synthetic validation split": cers("results.history.-1.validation.cer"),
+            "festival's held-out voice": cers("results.heldout_clips.metrics.cer"),
+            "MBROLA's held-out voices": cers("results.heldout_clips.metrics.cer",
+                                             "-scored-mbrola"),
+            "genuine recordings (reported only)": genuine}
+    rows = []
+    for label, values in sets.items():
+        best = int(np.argmin(values))
+        rows.append([label, f"{rank_correlation(values, genuine):+.2f}",
+                     LONGER[UNHEARD_MBROLA[best]], f"{genuine[best]:.3f}"])
+    return markdown_table(["choice data", "rank correlation with the genuine CER",
+                           "its lowest-CER run", "that run's genuine CER"], rows)
 
 
 def paired_arms_table(res: Results, base_arm: str, base_label: str, arms: dict) -> str:
@@ -721,7 +778,9 @@ TABLES: dict[str, Callable[[Results], str]] = {
     "q3_speed_gpu": table_q3_speed_gpu, "q3_runs": table_q3_runs,
     "q3_commands": table_q3_commands, "q3_gpu_recipe": table_q3_gpu_recipe,
     "q3_gpu_rerun": table_q3_gpu_rerun, "q3_wider": table_q3_wider, "q3_split": table_q3_split,
-    "q3_lifter": table_q3_lifter, "q3_gpu_padding": table_q3_gpu_padding,
+    "q3_lifter": table_q3_lifter, "q3_mbrola": table_q3_mbrola,
+    "q3_choice_sets": table_q3_choice_sets,
+    "q3_gpu_padding": table_q3_gpu_padding,
 }
 
 

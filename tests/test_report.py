@@ -298,6 +298,13 @@ def test_augmentation_labels_name_each_flag_once():
     assert build.augmentation_label(lifter, short=True) == "VTLP, 13 cosines, per-clip norm"
 
 
+def test_rank_correlation_is_spearmans_with_tied_values_at_their_mean_rank():
+    assert build.rank_correlation([0.1, 0.5, 0.7], [2.0, 30.0, 31.0]) == pytest.approx(1.0)
+    assert build.rank_correlation([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    # ranks (1, 2.5, 2.5, 4) against (1, 2, 3, 4): 4.5 / sqrt(4.5 * 5)
+    assert build.rank_correlation([1, 2, 2, 4], [1, 2, 3, 4]) == pytest.approx(3 / 10 ** 0.5)
+
+
 def test_first_difference_names_the_epoch_where_two_histories_part():
     def history(*losses):
         return [{"epoch": float(e), "validation": {"loss": loss}} for e, loss in
