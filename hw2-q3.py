@@ -591,9 +591,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.lifter is not None and args.lifter >= MelSettings.n_mels:
         parser.error(f"argument -lifter: must lie in [1, {MelSettings.n_mels}), fewer than the "
                      f"mel bins (got {args.lifter})")
-    if args.reverb and args.utterance_norm:
-        parser.error("-reverb acts on the log-mel power, which -utterance_norm normalises before "
-                     "any augmentation: use one or the other")
+    for flag, does in (("utterance_norm", "normalises"), ("lifter", "smooths")):
+        if args.reverb and getattr(args, flag):
+            parser.error(f"-reverb acts on the log-mel power, which -{flag} {does} before any "
+                         "augmentation: use one or the other")
     if args.tag and not args.tag.replace("-", "").isalnum():
         parser.error(f"-tag must be letters, digits and '-' (got {args.tag!r})")
     return args
@@ -642,7 +643,8 @@ def add_augmentation_args(group) -> None:
     group.add_argument("-reverb", type=non_negative_float, default=0.0, metavar="R",
                        help="a room's reverberation on each batch: decay time (RT60) drawn in "
                             "[0, R] seconds, the tail {:g}-{:g} dB under the direct sound "
-                            "(e.g. 0.5; not with -utterance_norm)".format(*REVERB_DRR_DB))
+                            "(e.g. 0.5; not with -utterance_norm or -lifter)"
+                            .format(*REVERB_DRR_DB))
     group.add_argument("-dynamic_range", type=positive_float, metavar="D",
                        help="floor each clip's log-mel D decades under its loudest value, "
                             f"training and evaluation alike (default: the handed-out "
@@ -650,7 +652,8 @@ def add_augmentation_args(group) -> None:
     group.add_argument("-lifter", type=positive_int, metavar="K",
                        help="keep the first K cosine coefficients of each frame's log-mel "
                             "(cepstral liftering: the spectral envelope without the pitch "
-                            "harmonics), training and evaluation alike (e.g. 30 of 80)")
+                            "harmonics), training and evaluation alike (e.g. 13 of the 80, "
+                            "as an MFCC front end keeps; not with -reverb)")
     group.add_argument("-utterance_norm", action="store_true",
                        help="normalise each mel bin of each clip to zero mean and unit "
                             "variance over the clip (training and evaluation alike)")

@@ -374,10 +374,11 @@ class FeatureBank:
     def smooth_spectrum(self, keep: int, chunk: int = 1 << 18) -> None:
         """Keep the first `keep` cosine (DCT-II) coefficients of each frame's log-mel and drop
         the rest (cepstral liftering), in place; the features keep their n_mels bins. A voice's
-        pitch harmonics are a ripple along the mel axis (a 200 Hz voice's: about 4 bins, the
-        40th coefficient of 80) while what is said lies in the smooth envelope (formants):
-        synthesisers and readers differ in the first far more than in the second. A linear
-        map of each frame, so it commutes with the per-clip mean; done before normalising."""
+        pitch harmonics are a ripple along the mel axis (a 200 Hz voice's, in the scale's
+        linear lower part: about 4 bins, near the 40th coefficient of 80) while what is said
+        lies in the smooth envelope (formants), and synthesisers and readers differ in the
+        first more than in the second. A linear map of each frame: it commutes with the
+        per-clip mean but not with the per-bin scaling, hence done before normalising."""
         n_mels = self.features.shape[0]
         basis = torchaudio.functional.create_dct(keep, n_mels, norm="ortho")  # (n_mels, keep)
         projection = (basis @ basis.T).to(self.device)  # orthogonal projection onto the span

@@ -371,8 +371,9 @@ UNHEARD_MBROLA = [arm for arm in LONGER if arm != "long-voices-norm"]
 
 def table_q3_choice_sets(res: Results) -> str:
     """How well each set of choice data ranks the longer runs as the genuine recordings do:
-    the rank correlation of its CER with the genuine CER across the runs, the run it would
-    choose (lowest CER) and that run's genuine CER."""
+    the rank correlation of its CER with the genuine CER across the runs, and the run of its
+    lowest CER (a plain minimum, not the rule's choice, which asks for a paired interval
+    excluding 0) with that run's genuine CER."""
     def cers(key: str, suffix: str = "") -> list[float]:
         return [res.get(ingredient_run(arm) + suffix, key) for arm in UNHEARD_MBROLA]
     genuine = cers("results.real_clips.metrics.cer")

@@ -445,12 +445,13 @@ def test_a_lifter_of_every_mel_bin_is_a_usage_error(tiny_corpus, tmp_path, capsy
     assert not (tmp_path / "cache").exists()
 
 
-def test_reverberation_with_per_clip_normalisation_is_a_usage_error(tiny_corpus, tmp_path,
-                                                                     capsys):
-    line = usage_error(cli(tiny_corpus, tmp_path, "x", "-reverb", "0.5", "-utterance_norm"),
-                       capsys)
-    assert line.endswith("error: -reverb acts on the log-mel power, which -utterance_norm "
-                         "normalises before any augmentation: use one or the other")
+@pytest.mark.parametrize("flags, does", [(["-utterance_norm"], "-utterance_norm normalises"),
+                                         (["-lifter", "13"], "-lifter smooths")])
+def test_reverberation_with_a_feature_setting_is_a_usage_error(tiny_corpus, tmp_path, capsys,
+                                                               flags, does):
+    line = usage_error(cli(tiny_corpus, tmp_path, "x", "-reverb", "0.5", *flags), capsys)
+    assert line.endswith(f"error: -reverb acts on the log-mel power, which {does} before any "
+                         "augmentation: use one or the other")
 
 
 def test_analysis_only_refuses_a_checkpoint_of_another_configuration(tiny_corpus, tmp_path):
