@@ -99,6 +99,13 @@ long-vtlp-norm -vtlp 0.1 -utterance_norm
 long-lifter13-norm -lifter 13 -utterance_norm
 long-lifter26-norm -lifter 26 -utterance_norm
 ARMS
+    # festival's voice as an ingredient: two of those runs on the corpus with it, scored on
+    # MBROLA's voices (festival's is trained on here)
+    MBROLA_HELDOUT="-data_dir data -heldout_dir data/voices/mbrola-validation/LJSpeech-1.1"
+    ingredient long-festival-norm -epochs 7 -utterance_norm $MBROLA_HELDOUT & a=$!
+    ingredient long-festival-recipe -epochs 7 -speed_perturb 0.1 -vtlp 0.1 -utterance_norm \
+      $MBROLA_HELDOUT & b=$!
+    wait $a; wait $b
   fi
 fi
 # both decoders at once, one thread each, on the whole training split, in bf16 autocast

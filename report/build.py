@@ -369,6 +369,30 @@ def rank_correlation(x: list[float], y: list[float]) -> float:
 UNHEARD_MBROLA = [arm for arm in LONGER if arm != "long-voices-norm"]
 
 
+# Festival's voice as an ingredient, measurable once MBROLA's voices are the held-out ones: the
+# same longer runs on the corpus with festival's voice (its first clips, as many), against
+# each run without it, scored on MBROLA's voices.
+FESTIVAL = {"long-festival-norm": ("long-utterance-norm", "per-clip normalisation"),
+            "long-festival-recipe": ("long-recipe", "tempo, VTLP and per-clip normalisation")}
+
+
+def table_q3_festival(res: Results) -> str:
+    """Each run with festival's voice against the same run without it, clip by clip, on
+    MBROLA's held-out voices (a choice may use them) and the genuine recordings."""
+    rows = []
+    for arm, (without, label) in FESTIVAL.items():
+        base, run = ingredient_run(without) + "-scored-mbrola", ingredient_run(arm)
+        rows.append([label] + [f"{res.get(base, key):.3f} / {res.get(run, key):.3f}"
+                               for key in ("results.heldout_clips.metrics.cer",
+                                           "results.real_clips.metrics.cer")]
+                    + [paired_gap(res, base, run, clips)
+                       for clips in ("held-out voice", "genuine")])
+    return markdown_table(["ingredients", "MBROLA's voices CER, without / with festival",
+                           "genuine CER, without / with festival",
+                           "MBROLA's voices, with minus without [95% paired interval; "
+                           "*: excludes 0]", "genuine, the same"], rows)
+
+
 def table_q3_choice_sets(res: Results) -> str:
     """How well each set of choice data ranks the longer runs as the genuine recordings do:
     the rank correlation of its CER with the genuine CER across the runs, and the run of its
@@ -780,7 +804,7 @@ TABLES: dict[str, Callable[[Results], str]] = {
     "q3_commands": table_q3_commands, "q3_gpu_recipe": table_q3_gpu_recipe,
     "q3_gpu_rerun": table_q3_gpu_rerun, "q3_wider": table_q3_wider, "q3_split": table_q3_split,
     "q3_lifter": table_q3_lifter, "q3_mbrola": table_q3_mbrola,
-    "q3_choice_sets": table_q3_choice_sets,
+    "q3_choice_sets": table_q3_choice_sets, "q3_festival": table_q3_festival,
     "q3_gpu_padding": table_q3_gpu_padding,
 }
 
@@ -806,8 +830,8 @@ def redraw_figures(res: Results, plots_dir: Path = PLOTS_DIR) -> None:
     histories = {key: res.get(name, "results.history") for key, name in Q3_RUNS.items()}
     for (decoder, _), name in Q3_RUNS.items():
         figures.plot_q3_history(name, decoder, histories[decoder, _], plots_dir)
-    # issue 25's runs without festival, and the attention decoder's two forms with seed 43
-    for name in [*map(ingredient_run, {**INGREDIENTS, **LONGER}), *SEEDS[43]]:
+    # issue 25's shorter and longer runs, and the attention decoder's two forms with seed 43
+    for name in [*map(ingredient_run, {**INGREDIENTS, **LONGER, **FESTIVAL}), *SEEDS[43]]:
         figures.plot_q3_history(name, "transformer", res.get(name, "results.history"), plots_dir)
     second = {d: res.get(name, "results.history") for d, name in SECOND_FORM.items()}
     for decoder, history in second.items():
