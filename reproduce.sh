@@ -22,7 +22,7 @@ scored_mbrola() {
   ln -f "checkpoints/q3/$from-seed$3.pt" "checkpoints/q3/q3-$1-$tag-seed$3.pt"
   python hw2-q3.py -decoder "$1" -seed "$3" "${@:4}" -tag "$tag" -resume -force -no_progress \
     -heldout_dir data/voices/mbrola-validation/LJSpeech-1.1 -out_dir data/rescored \
-    -checkpoint_dir checkpoints/q3 -cache_dir data/feature_cache < /dev/null
+    -checkpoint_dir checkpoints/q3 < /dev/null
   cp "data/rescored/report/results/q3-$1-$tag.json" \
     "data/rescored/report/results/q3-$1-$tag-test-log.txt" report/results/
 }

@@ -306,6 +306,12 @@ def paired_gap(res: Results, base: str, other: str, label: str) -> str:
     return f"{gap:+.3f} [{low:+.3f}, {high:+.3f}]" + ("*" if low > 0 or high < 0 else "")
 
 
+def held_out_and_genuine_gaps(res: Results, base: str, other: str) -> list[str]:
+    """paired_gap on the held-out voice's clips (what a choice is made on), then on the genuine
+    recordings (reported only)."""
+    return [paired_gap(res, base, other, clips) for clips in ("held-out voice", "genuine")]
+
+
 def table_q3_genuine_paired(res: Results) -> str:
     """The committed recipe against its second form on the genuine recordings, clip by clip."""
     rows = [[DECODERS[d], paired_gap(res, SECOND_FORM[d], Q3_RUNS[d, "cpu"], "genuine")]
@@ -335,13 +341,13 @@ def table_q3_seeds(res: Results) -> str:
                            "*: excludes 0]"], rows)
 
 
+# A scored run is named for the run it scores: hw2-q3's -tag <tag>-scored-mbrola.
+SCORED = "-scored-mbrola"
 # The committed runs' checkpoints scored again, untrained further, on MBROLA's three voices
 # (validation clips), which none of them heard: (recipe, second form) per decoder and seed.
-SCORED_MBROLA = {("transformer", 42): ("q3-transformer-norm-only-scored-mbrola",
-                                       "q3-transformer-scored-mbrola"),
-                 ("transformer", 43): ("q3-transformer-norm-only-seed43-scored-mbrola",
-                                       "q3-transformer-seed43-scored-mbrola"),
-                 ("lstm", 42): ("q3-lstm-norm-only-scored-mbrola", "q3-lstm-scored-mbrola")}
+SCORED_MBROLA = {key: (recipe + SCORED, second + SCORED) for key, (recipe, second) in
+                 {**{("transformer", seed): runs for seed, runs in SEEDS.items()},
+                  ("lstm", 42): (Q3_RUNS["lstm", "cpu"], SECOND_FORM["lstm"])}.items()}
 
 
 def table_q3_mbrola(res: Results) -> str:
@@ -350,7 +356,7 @@ def table_q3_mbrola(res: Results) -> str:
     def cer(name: str) -> str:
         return f"{res.get(name, 'results.heldout_clips.metrics.cer'):.3f}"
     rows = [[DECODERS[decoder], seed, f"{cer(recipe)} / {cer(second)}"]
-            + [paired_gap(res, second, recipe, clips) for clips in ("held-out voice", "genuine")]
+            + held_out_and_genuine_gaps(res, second, recipe)
             for (decoder, seed), (recipe, second) in SCORED_MBROLA.items()]
     return markdown_table(["decoder", "seed", "MBROLA's voices CER, recipe / second form",
                            "MBROLA's voices, recipe minus second form [95% paired interval; "
@@ -381,12 +387,11 @@ def table_q3_festival(res: Results) -> str:
     MBROLA's held-out voices (a choice may use them) and the genuine recordings."""
     rows = []
     for arm, (without, label) in FESTIVAL.items():
-        base, run = ingredient_run(without) + "-scored-mbrola", ingredient_run(arm)
+        base, run = ingredient_run(without) + SCORED, ingredient_run(arm)
         rows.append([label] + [f"{res.get(base, key):.3f} / {res.get(run, key):.3f}"
                                for key in ("results.heldout_clips.metrics.cer",
                                            "results.real_clips.metrics.cer")]
-                    + [paired_gap(res, base, run, clips)
-                       for clips in ("held-out voice", "genuine")])
+                    + held_out_and_genuine_gaps(res, base, run))
     return markdown_table(["ingredients", "MBROLA's voices CER, without / with festival",
                            "genuine CER, without / with festival",
                            "MBROLA's voices, with minus without [95% paired interval; "
@@ -403,8 +408,7 @@ def table_q3_choice_sets(res: Results) -> str:
     genuine = cers("results.real_clips.metrics.cer")
     sets = {"synthetic validation split": cers("results.history.-1.validation.cer"),
             "festival's held-out voice": cers("results.heldout_clips.metrics.cer"),
-            "MBROLA's held-out voices": cers("results.heldout_clips.metrics.cer",
-                                             "-scored-mbrola"),
+            "MBROLA's held-out voices": cers("results.heldout_clips.metrics.cer", SCORED),
             "genuine recordings (reported only)": genuine}
     rows = []
     for label, values in sets.items():
@@ -419,8 +423,7 @@ def paired_arms_table(res: Results, base_arm: str, base_label: str, arms: dict) 
     """Each arm against a base arm on the held-out voice (what a choice is made on) and on the
     genuine recordings (reported only), clip by clip."""
     base = ingredient_run(base_arm)
-    rows = [[label] + [paired_gap(res, base, ingredient_run(arm), clips)
-                       for clips in ("held-out voice", "genuine")]
+    rows = [[label] + held_out_and_genuine_gaps(res, base, ingredient_run(arm))
             for arm, label in arms.items()]
     return markdown_table(["run", f"held-out voice CER, minus {base_label} "
                            "[95% paired interval; *: excludes 0]",
